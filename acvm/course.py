@@ -1,0 +1,145 @@
+"""Course tooling: the student notebooks are generated from the solved ones.
+
+``solutions/NN_topic.ipynb`` is the single source. :func:`build` writes ``notebooks/NN_topic.ipynb``
+from it by
+
+* replacing every ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` block in a code cell with a
+  ``raise NotImplementedError`` at the same indentation (nbgrader's markers, so nbgrader works too),
+  and in a markdown cell with ``*Your answer here.*``;
+* dropping the instructor notes (cells tagged ``instructor``);
+* clearing outputs and execution counts.
+
+:func:`check` lists the notebooks that differ from what :func:`build` would write; a test runs it.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+from pathlib import Path
+
+import nbformat
+
+__all__ = ["student_version", "build", "check", "execute", "slides", "SOLUTION_BEGIN", "SOLUTION_END",
+           "INSTRUCTOR_TAG"]
+
+SOLUTION_BEGIN = "### BEGIN SOLUTION"
+SOLUTION_END = "### END SOLUTION"
+INSTRUCTOR_TAG = "instructor"
+_BLOCK = re.compile(r"^([ \t]*)" + re.escape(SOLUTION_BEGIN) + r".*?^[ \t]*" + re.escape(SOLUTION_END) + r"[^\n]*\n?",
+                    re.S | re.M)
+
+
+def _strip_code(source: str, where: str) -> str:
+    if source.count(SOLUTION_BEGIN) != source.count(SOLUTION_END):
+        raise ValueError(f"{where}: unbalanced {SOLUTION_BEGIN!r} / {SOLUTION_END!r} markers")
+
+    def repl(m: re.Match) -> str:
+        return f'{m.group(1)}raise NotImplementedError("Exercise: replace this line with your code.")\n'
+    return _BLOCK.sub(repl, source)
+
+
+def _strip_markdown(source: str, where: str) -> str:
+    if source.count(SOLUTION_BEGIN) != source.count(SOLUTION_END):
+        raise ValueError(f"{where}: unbalanced solution markers")
+    return _BLOCK.sub(lambda m: f"{m.group(1)}*Your answer here.*\n", source)
+
+
+def is_instructor_cell(cell) -> bool:
+    """True for instructor notes: cells tagged ``instructor``."""
+    return INSTRUCTOR_TAG in cell.get("metadata", {}).get("tags", [])
+
+
+def student_version(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+    """Return the student notebook made from the solved notebook ``nb`` (``nb`` is not modified)."""
+    out = copy.deepcopy(nb)
+    cells = []
+    for i, cell in enumerate(out.cells):
+        if is_instructor_cell(cell):
+            continue
+        where = f"{name}, cell {i}"
+        if cell.cell_type == "code":
+            cell.source = _strip_code(cell.source, where)
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
+        elif cell.cell_type == "markdown":
+            cell.source = _strip_markdown(cell.source, where)
+        cell.pop("id", None)
+        cells.append(cell)
+    out.cells = cells
+    out.nbformat, out.nbformat_minor = 4, 4
+    out.metadata.pop("widgets", None)
+    return out
+
+
+def _dumps(nb) -> str:
+    return json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def _pairs(root: str | Path):
+    root = Path(root)
+    sol = root / "solutions"
+    if not sol.is_dir():
+        raise FileNotFoundError(f"{sol} does not exist: run this from the course folder or pass --root")
+    for path in sorted(sol.glob("[0-9][0-9]_*.ipynb")):
+        yield path, root / "notebooks" / path.name
+
+
+def build(root: str | Path = ".") -> list[Path]:
+    """Write ``notebooks/`` from ``solutions/``; returns the written paths."""
+    written = []
+    for src, dst in _pairs(root):
+        nb = nbformat.read(src, as_version=4)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        text = _dumps(student_version(nb, src.name))
+        if not dst.exists() or dst.read_text() != text:
+            dst.write_text(text)
+        written.append(dst)
+    return written
+
+
+def check(root: str | Path = ".") -> list[str]:
+    """Problems that make ``notebooks/`` differ from ``build``'s output (empty list: in sync)."""
+    problems = []
+    expected = set()
+    for src, dst in _pairs(root):
+        expected.add(dst.name)
+        text = _dumps(student_version(nbformat.read(src, as_version=4), src.name))
+        if not dst.exists():
+            problems.append(f"notebooks/{dst.name} is missing")
+        elif dst.read_text() != text:
+            problems.append(f"notebooks/{dst.name} differs from what solutions/{src.name} generates")
+        if SOLUTION_BEGIN in (dst.read_text() if dst.exists() else ""):
+            problems.append(f"notebooks/{dst.name} still contains a solution")
+    nb_dir = Path(root) / "notebooks"
+    for extra in sorted(nb_dir.glob("[0-9][0-9]_*.ipynb")) if nb_dir.is_dir() else []:
+        if extra.name not in expected:
+            problems.append(f"notebooks/{extra.name} has no solutions/{extra.name}")
+    return problems
+
+
+def execute(path: str | Path, timeout: int = 600) -> float:
+    """Run a notebook top to bottom in its own folder and save it with outputs; returns seconds."""
+    from nbclient import NotebookClient
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    t0 = time.time()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent.resolve())}}).execute()
+    seconds = time.time() - t0
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+    path.write_text(_dumps(nb))
+    return seconds
+
+
+def slides(notebooks: list[str | Path], out_dir: str | Path, root: str | Path | None = None) -> list[Path]:
+    """Export notebooks (default: every solved notebook) to self-contained reveal.js HTML decks."""
+    from .slides import export_deck
+    if not notebooks:
+        notebooks = [src for src, _ in _pairs(root or ".")]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [export_deck(Path(nb), out_dir) for nb in notebooks]

@@ -1,0 +1,227 @@
+"""Tracking sequences: OTB, VOT and GOT-10k folders, loaded lazily, with clear errors.
+
+Layouts found automatically (DESIGN.md):
+
+* **OTB**: ``img/*.jpg`` + ``groundtruth_rect.txt`` with 1-based ``x,y,w,h`` (shifted to 0-based);
+* **VOT**: frames in ``color/``, ``img/`` or the folder itself + ``groundtruth.txt`` with 8-value
+  polygons (their min/max box) or 4-value boxes (already 0-based);
+* **GOT-10k**: frames at the folder root + ``groundtruth.txt`` with 0-based ``x,y,w,h``.
+
+Separators may be commas, tabs or spaces. Frames are read when indexed, so a sequence of a
+thousand frames opens instantly.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .boxes import polygon_to_xywh
+
+__all__ = ["Sequence", "SequenceError", "load_sequence", "read_groundtruth", "read_frame",
+           "sequences_dir", "course_sequence", "list_sequences", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
+_GT_NAMES = ("groundtruth_rect.txt", "groundtruth.txt", "groundtruth_rect.1.txt")
+
+
+class SequenceError(ValueError):
+    """A sequence folder, frame or ground-truth file that cannot be used; the message names it."""
+
+
+def read_frame(path: str | os.PathLike) -> np.ndarray:
+    """Read one frame as ``H×W×3`` uint8 RGB (grey-scale frames are repeated into 3 channels).
+
+    Raises :class:`SequenceError` naming the file when it is missing, empty or not a readable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SequenceError(f"frame {path} does not exist")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    if data.size == 0:
+        raise SequenceError(f"frame {path} is empty (0 bytes)")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise SequenceError(f"frame {path} is not a readable image (corrupt or unsupported format)")
+    if image.dtype != np.uint8:  # 16-bit PNG and the like
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _parse_numbers(line: str, path: Path, lineno: int) -> list[float]:
+    parts = [p for p in re.split(r"[,\s;]+", line.strip()) if p]
+    try:
+        return [float(p) for p in parts]
+    except ValueError:
+        bad = next(p for p in parts if not _is_number(p))
+        raise SequenceError(f"{path}, line {lineno}: {bad!r} is not a number") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def read_groundtruth(path: str | os.PathLike, one_based: bool = False,
+                     allow_missing: bool = False) -> np.ndarray:
+    """Read a ground-truth file into ``(N, 4)`` float64 0-based ``(x, y, w, h)`` boxes.
+
+    Rows may hold 4 numbers (a box) or 8 (a VOT polygon, turned into its min/max box). With
+    ``one_based`` (OTB files) 1 is subtracted from x and y. Rows of NaN (VOT's "target absent")
+    are kept as NaN only when ``allow_missing``; otherwise they are an error, as are rows with the
+    wrong count, text in a number field, and boxes of zero or negative area.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SequenceError(f"ground truth {path} does not exist")
+    rows = []
+    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        nums = _parse_numbers(line, path, lineno)
+        if len(nums) not in (4, 8) and not (len(nums) >= 6 and len(nums) % 2 == 0):
+            raise SequenceError(f"{path}, line {lineno}: expected 4 numbers (x,y,w,h) or a polygon, got {len(nums)}")
+        box = polygon_to_xywh(np.array(nums)) if len(nums) != 4 else np.array(nums)
+        if not np.isfinite(box).all():
+            if not allow_missing:
+                raise SequenceError(f"{path}, line {lineno}: the box contains NaN or infinity")
+        elif box[2] <= 0 or box[3] <= 0:
+            if not allow_missing:
+                raise SequenceError(f"{path}, line {lineno}: the box {tuple(np.round(box, 2))} has zero or negative area")
+            box = np.full(4, np.nan)
+        rows.append(box)
+    if not rows:
+        raise SequenceError(f"ground truth {path} holds no boxes")
+    boxes = np.stack(rows).astype(np.float64)
+    if one_based:
+        boxes[:, :2] -= 1.0
+    return boxes
+
+
+def _frames_in(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    # natural sort, so frame 10 follows frame 9 even without zero padding
+    return sorted(files, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
+
+
+@dataclass
+class Sequence:
+    """A tracking sequence: frame paths and 0-based ``(N, 4)`` boxes; ``seq[i]`` reads frame ``i``.
+
+    ``boxes`` may contain NaN rows where the target is absent (VOT/GOT-10k); ``masks`` is set
+    for synthetic sequences (``(N, H, W)`` bool) and ``None`` otherwise.
+    """
+
+    name: str
+    frame_paths: list[Path]
+    boxes: np.ndarray
+    layout: str = "otb"
+    path: Path | None = None
+    masks: np.ndarray | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.frame_paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"frame {index} is out of range for sequence {self.name!r} with {n} frames")
+        index %= n
+        return read_frame(self.frame_paths[index])
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the first frame."""
+        if "size" not in self._cache:
+            self._cache["size"] = self[0].shape[:2]
+        return self._cache["size"]
+
+    def __repr__(self) -> str:
+        return f"Sequence({self.name!r}, {len(self)} frames, layout={self.layout!r})"
+
+
+def load_sequence(path: str | os.PathLike, name: str | None = None) -> Sequence:
+    """Load a sequence folder in OTB, VOT or GOT-10k layout (found automatically).
+
+    Raises :class:`SequenceError` with the folder or file named when: the folder does not exist,
+    holds no frames, has no ground-truth file, or the number of boxes does not match the number
+    of frames. Frames are checked when read (see :func:`read_frame`).
+    """
+    folder = Path(path)
+    if not folder.exists():
+        raise SequenceError(f"sequence folder {folder} does not exist")
+    if not folder.is_dir():
+        raise SequenceError(f"{folder} is not a folder (a sequence is a folder of frames and a ground-truth file)")
+    gt_path = next((folder / n for n in _GT_NAMES if (folder / n).is_file()), None)
+    if gt_path is None:
+        raise SequenceError(f"sequence folder {folder} has no ground truth ({' or '.join(_GT_NAMES[:2])})")
+    frame_dir = next((folder / d for d in ("img", "color") if (folder / d).is_dir()), folder)
+    frames = _frames_in(frame_dir)
+    if not frames:
+        raise SequenceError(f"sequence folder {folder} has no frames (looked in {frame_dir} for {', '.join(IMAGE_SUFFIXES)})")
+    if gt_path.name.startswith("groundtruth_rect"):
+        layout, one_based, allow_missing = "otb", True, False
+    else:
+        allow_missing = True
+        layout = "got10k" if (folder / "absence.label").exists() or (folder / "meta_info.ini").exists() else "vot"
+        one_based = False
+    boxes = read_groundtruth(gt_path, one_based=one_based, allow_missing=allow_missing)
+    if len(boxes) != len(frames):
+        raise SequenceError(f"{gt_path} has {len(boxes)} boxes but {frame_dir} has {len(frames)} frames; "
+                            "they must match one to one")
+    if not np.isfinite(boxes[0]).all():
+        raise SequenceError(f"{gt_path}, line 1: the first box must be a valid box to start tracking")
+    return Sequence(name or folder.name, frames, boxes, layout, folder)
+
+
+def sequences_dir() -> Path | None:
+    """The folder of real sequences: ``$ACVM_SEQUENCES``, else ``shared/sequences`` beside or above
+    the current folder or this package (the course's layout), else ``None``."""
+    env = os.environ.get("ACVM_SEQUENCES")
+    if env:
+        return Path(env) if Path(env).is_dir() else None
+    starts = [Path.cwd(), Path(__file__).resolve().parent]
+    for start in starts:
+        for parent in [start, *start.parents]:
+            for cand in (parent / "shared" / "sequences", parent / "sequences"):
+                if cand.is_dir() and any((cand / d).is_dir() for d in os.listdir(cand)):
+                    return cand
+    return None
+
+
+def list_sequences(root: str | os.PathLike | None = None) -> list[Path]:
+    """Sequence folders under ``root`` (default :func:`sequences_dir`), sorted by name."""
+    root = Path(root) if root else sequences_dir()
+    if root is None or not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and any((p / n).is_file() for n in _GT_NAMES))
+
+
+def course_sequence(name: str) -> Sequence:
+    """Load one of the course's real sequences by name (e.g. ``"OTB_Human7"``).
+
+    Raises :class:`SequenceError` saying where it looked when the shared folder is missing.
+    """
+    root = sequences_dir()
+    if root is None:
+        raise SequenceError(f"cannot find the course's sequences folder for {name!r}: set ACVM_SEQUENCES "
+                            "to the folder holding OTB_*/VOT* sequences")
+    return load_sequence(root / name)

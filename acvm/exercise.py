@@ -1,0 +1,118 @@
+"""Feedback for the notebook exercises.
+
+An exercise cell defines a function with the same signature as a library reference; the next
+cell calls :func:`check`, which runs both on fresh inputs and prints one line: what is right, or
+the first thing that is wrong (shape, dtype, values, and where). It returns the function the
+rest of the notebook should use: the student's when it is correct, otherwise the reference, so
+every notebook runs top to bottom whether or not the exercises are done.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+__all__ = ["check", "compare"]
+
+
+def _to_numpy(x):
+    try:
+        import torch
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return x
+
+
+def compare(got: Any, expected: Any, rtol: float = 1e-5, atol: float = 1e-6, path: str = "output") -> str | None:
+    """Return ``None`` when ``got`` matches ``expected``, else one sentence saying what differs.
+
+    Arrays (numpy or torch) are compared by shape, dtype kind and values; tuples and lists
+    element by element; dicts key by key; everything else with ``==``.
+    """
+    got, expected = _to_numpy(got), _to_numpy(expected)
+    if isinstance(expected, dict):
+        if not isinstance(got, dict) or set(got) != set(expected):
+            return f"{path} should be a dict with keys {sorted(expected)}, got {type(got).__name__}"
+        for k in expected:
+            msg = compare(got[k], expected[k], rtol, atol, f"{path}[{k!r}]")
+            if msg:
+                return msg
+        return None
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(expected):
+            return f"{path} should be a {type(expected).__name__} of length {len(expected)}, got {type(got).__name__}"
+        for i, (g, e) in enumerate(zip(got, expected)):
+            msg = compare(g, e, rtol, atol, f"{path}[{i}]")
+            if msg:
+                return msg
+        return None
+    if isinstance(expected, (np.ndarray, np.generic, float, int)) and not isinstance(expected, bool):
+        e = np.asarray(expected)
+        if got is None:
+            return f"{path} is None (did the function forget to return?)"
+        try:
+            g = np.asarray(got)
+        except Exception:  # noqa: BLE001 - anything unconvertible is simply wrong
+            return f"{path} should be an array, got {type(got).__name__}"
+        if g.shape != e.shape:
+            return f"{path} has shape {g.shape}, expected {e.shape}"
+        if isinstance(expected, np.ndarray) and g.dtype.kind != e.dtype.kind:
+            return f"{path} has dtype {g.dtype}, expected {e.dtype}"
+        if e.dtype.kind in "fc" or g.dtype.kind in "fc":
+            if not np.isfinite(g).all() and np.isfinite(e).all():
+                return f"{path} contains NaN or infinity"
+            bad = ~np.isclose(g, e, rtol=rtol, atol=atol, equal_nan=True)
+        else:
+            bad = g != e
+        if bad.any():
+            idx = np.unravel_index(np.argmax(bad), bad.shape) if bad.ndim else ()
+            where = f" at index {tuple(int(i) for i in idx)}" if idx else ""
+            return (f"{path} differs{where}: got {np.asarray(g[idx]).tolist()!r}, expected {np.asarray(e[idx]).tolist()!r} "
+                    f"({int(bad.sum())} of {bad.size} values wrong)")
+        return None
+    if got != expected:
+        return f"{path} is {got!r}, expected {expected!r}"
+    return None
+
+
+def check(student: Callable, reference: Callable, inputs: Iterable | Callable[[], Iterable],
+          name: str | None = None, rtol: float = 1e-5, atol: float = 1e-6,
+          quiet: bool = False) -> Callable:
+    """Check ``student`` against ``reference`` on ``inputs`` and return the function to use.
+
+    Args:
+        student: the function written in the exercise.
+        reference: the library's implementation with the same signature.
+        inputs: an iterable of argument tuples (or dicts of keyword arguments), or a function
+            that makes them (called once, so a seeded generator gives fresh but repeatable inputs).
+        name: how to call the exercise in the message (default: the reference's name).
+    Returns:
+        ``student`` if it matches on every input, else ``reference``.
+    """
+    name = name or getattr(reference, "__name__", "exercise")
+    cases = list(inputs() if callable(inputs) else inputs)
+    for i, args in enumerate(cases):
+        kwargs = args if isinstance(args, dict) else {}
+        pos = () if isinstance(args, dict) else (args if isinstance(args, tuple) else (args,))
+        try:
+            got = student(*pos, **kwargs)
+        except NotImplementedError:
+            if not quiet:
+                print(f"○ {name}: not done yet, so the rest of the notebook uses the library's reference "
+                      f"({reference.__module__}.{reference.__name__}).")
+            return reference
+        except Exception as exc:  # noqa: BLE001 - report any failure in one line
+            if not quiet:
+                print(f"✗ {name}: raised {type(exc).__name__}: {exc} (on test input {i + 1}); "
+                      f"using the reference for the rest of the notebook.")
+            return reference
+        msg = compare(got, reference(*pos, **kwargs), rtol=rtol, atol=atol)
+        if msg:
+            if not quiet:
+                print(f"✗ {name}: {msg} (on test input {i + 1}); using the reference for the rest of the notebook.")
+            return reference
+    if not quiet:
+        print(f"✓ {name}: matches the reference on {len(cases)} test inputs.")
+    return student

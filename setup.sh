@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Set up the course environment in .venv/ and then either open JupyterLab or run every test.
+#
+#   bash setup.sh lab     # make .venv, then open JupyterLab on notebooks/ (prints the URL)
+#   bash setup.sh test    # make .venv, then run the library tests and every notebook under nbval
+#   bash setup.sh env     # only make .venv
+set -euo pipefail
+cd "$(dirname "$0")"
+action="${1:-lab}"
+shift || true
+
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+if [ ! -x .venv/bin/python ]; then
+    echo "== creating .venv with $("$PYTHON" --version)"
+    "$PYTHON" -m venv .venv
+fi
+# torch first, pinned, so that pip takes the CPU build and nothing pulls a CUDA one
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    echo "== installing torch==2.13.0 (CPU build)"
+    .venv/bin/pip install --disable-pip-version-check -q "torch==2.13.0"
+fi
+if ! .venv/bin/python -c "import acvm, nbval, playwright" 2>/dev/null || [ pyproject.toml -nt .venv/.acvm-installed ]; then
+    echo "== installing acvm and the course environment (pinned in constraints.txt)"
+    .venv/bin/pip install --disable-pip-version-check -q -c constraints.txt -e ".[test]"
+    touch .venv/.acvm-installed
+fi
+
+ensure_chromium() {
+    # the browser test drives JupyterLab in the system's Chromium (Debian's package)
+    if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then return 0; fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== Chromium is missing: installing Debian's chromium package for the browser test"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+            || echo "== could not install Chromium; the browser test will be skipped"
+    else
+        echo "== Chromium is missing and this user cannot apt-get it; the browser test will be skipped"
+    fi
+}
+
+case "$action" in
+    env)
+        echo "== environment ready: .venv/bin/acvm, .venv/bin/jupyter" ;;
+    lab)
+        flags=(--ip 127.0.0.1 --no-browser)
+        [ "$(id -u)" = 0 ] && flags+=(--allow-root)
+        echo "== opening JupyterLab on notebooks/ (open the URL printed below in your browser)"
+        exec .venv/bin/jupyter lab notebooks/ "${flags[@]}" "$@" ;;
+    test)
+        ensure_chromium
+        export MPLBACKEND=Agg PYTHONHASHSEED=0
+        exec .venv/bin/python -m pytest tests notebooks solutions --nbval-lax \
+            --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout=120 -p no:cacheprovider "$@" ;;
+    *)
+        echo "usage: bash setup.sh [lab|test|env]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,58 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from acvm.cli import main
+from acvm.tracker import available_trackers, make_tracker
+
+
+def test_trackers_lists_opencv(capsys):
+    assert main(["trackers"]) == 0
+    out = capsys.readouterr().out
+    assert "opencv-csrt" in out and "opencv-kcf" in out
+    assert "opencv-csrt" in available_trackers()
+
+
+def test_unknown_tracker_message():
+    with pytest.raises(ValueError, match="unknown tracker 'nope'; choose one of"):
+        make_tracker("nope")
+
+
+def test_track_writes_one_line_per_frame(shared_sequences, tmp_path, capsys):
+    out = tmp_path / "boxes.txt"
+    assert main(["track", "opencv-csrt", str(shared_sequences / "OTB_Crossing"), "--out", str(out), "--quiet"]) == 0
+    boxes = np.loadtxt(out, delimiter=",")
+    assert boxes.shape == (120, 4)
+    assert np.allclose(boxes[0], [204, 150, 17, 50])
+    assert "frames per second" in capsys.readouterr().out
+
+
+def test_bench_json_and_plot(shared_sequences, tmp_path):
+    js, png = tmp_path / "b.json", tmp_path / "b.png"
+    seqs = [str(shared_sequences / "OTB_Crossing"), str(shared_sequences / "VOT2015_bag")]
+    assert main(["bench", *seqs, "--trackers", "opencv-csrt,opencv-mosse", "--json", str(js),
+                 "--plot", str(png), "--quiet", "--vot"]) == 0
+    data = json.loads(js.read_text())
+    rows = data["results"]
+    assert len(rows) == 4
+    for r in rows:
+        assert {"tracker", "sequence", "auc", "precision20", "fps", "frames"} <= set(r)
+        assert 0 <= r["auc"] <= 1 and r["fps"] > 0 and r["vot_failures"] >= 0
+    csrt = [r for r in rows if r["tracker"] == "opencv-csrt" and r["sequence"] == "OTB_Crossing"][0]
+    assert csrt["frames"] == 120 and csrt["auc"] > 0.5  # CSRT follows the pedestrian
+    assert png.stat().st_size > 10_000
+
+
+def test_bench_names_a_bad_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["bench", str(tmp_path / "missing"), "--trackers", "opencv-kcf", "--json", str(tmp_path / "x.json")])
+    assert info.value.code == 2
+    assert "missing does not exist" in capsys.readouterr().err
+
+
+def test_python_dash_m_works():
+    out = subprocess.run([sys.executable, "-m", "acvm", "trackers"], capture_output=True, text=True, check=True)
+    assert "opencv-kcf" in out.stdout

@@ -1,0 +1,104 @@
+import nbformat
+import numpy as np
+import pytest
+
+from acvm import course
+from acvm.exercise import check, compare
+
+from conftest import ROOT
+
+
+def _nb(cells):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = cells
+    return nb
+
+
+def test_student_version_replaces_solutions_and_drops_notes():
+    code = ("def f(x):\n    \"\"\"doc\"\"\"\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n"
+            "    ### END SOLUTION\n\nprint(1)\n")
+    note = nbformat.v4.new_markdown_cell("Ask the class why.", metadata={"tags": ["instructor"]})
+    md = nbformat.v4.new_markdown_cell("Answer: ### BEGIN SOLUTION\nit drifts\n### END SOLUTION\n")
+    cell = nbformat.v4.new_code_cell(code, execution_count=3,
+                                     outputs=[nbformat.v4.new_output("stream", text="1\n")],
+                                     metadata={"slideshow": {"slide_type": "slide"}})
+    out = course.student_version(_nb([cell, note, md]))
+    assert len(out.cells) == 2
+    src = out.cells[0].source
+    assert "y = x + 1" not in src and "BEGIN SOLUTION" not in src
+    assert '    raise NotImplementedError("Exercise: replace this line with your code.")\n' in src
+    assert src.startswith('def f(x):\n    """doc"""\n') and src.endswith("\nprint(1)\n")
+    assert out.cells[0].outputs == [] and out.cells[0].execution_count is None
+    assert out.cells[0].metadata["slideshow"] == {"slide_type": "slide"}
+    # the student code is valid Python that raises NotImplementedError
+    ns = {}
+    exec(compile(src.replace("print(1)", ""), "cell", "exec"), ns)
+    with pytest.raises(NotImplementedError):
+        ns["f"](1)
+
+
+def test_unbalanced_markers_are_reported():
+    cell = nbformat.v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n")
+    with pytest.raises(ValueError, match="unbalanced"):
+        course.student_version(_nb([cell]), "bad.ipynb")
+
+
+def test_build_and_check_detect_drift(tmp_path):
+    (tmp_path / "solutions").mkdir()
+    nb = _nb([nbformat.v4.new_code_cell("x = 1\n### BEGIN SOLUTION\nx = 2\n### END SOLUTION\n")])
+    nbformat.write(nb, tmp_path / "solutions" / "00_demo.ipynb")
+    assert course.check(tmp_path) == ["notebooks/00_demo.ipynb is missing"]
+    course.build(tmp_path)
+    assert course.check(tmp_path) == []
+    (tmp_path / "notebooks" / "00_demo.ipynb").write_text(
+        (tmp_path / "notebooks" / "00_demo.ipynb").read_text().replace("x = 1", "x = 3"))
+    assert "differs" in course.check(tmp_path)[0]
+
+
+def test_repository_notebooks_are_in_sync():
+    """notebooks/ must be exactly what `acvm course build` makes from solutions/."""
+    assert course.check(ROOT) == []
+
+
+def test_instructor_notes_never_reach_students():
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            assert not course.is_instructor_cell(cell), f"{path.name} has an instructor cell"
+            assert "BEGIN SOLUTION" not in cell.source, f"{path.name} leaks a solution"
+
+
+def test_every_solved_notebook_has_exercises_and_checks():
+    for path in sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        text = path.read_text()
+        if path.name.startswith("12_"):
+            continue  # the benchmark notebook has no exercise
+        assert course.SOLUTION_BEGIN in text, f"{path.name} has no exercise"
+        assert "check(" in text, f"{path.name} never checks its exercises"
+
+
+def test_check_reports_each_kind_of_mistake(capsys):
+    ref = lambda a: np.asarray(a, dtype=np.float64) * 2  # noqa: E731
+    ref.__name__ = "double"
+    inputs = [(np.arange(3.0),), (np.ones((2, 2)),)]
+    assert check(lambda a: a * 2, ref, inputs) is not ref
+    assert "✓ double" in capsys.readouterr().out
+
+    def todo(a):
+        raise NotImplementedError
+    assert check(todo, ref, inputs) is ref
+    assert "not done yet" in capsys.readouterr().out
+    assert check(lambda a: (a * 2)[None], ref, inputs) is ref
+    assert "shape (1, 3), expected (3,)" in capsys.readouterr().out
+    assert check(lambda a: (a * 2).astype(int), ref, inputs) is ref
+    assert "dtype int64, expected float64" in capsys.readouterr().out
+    assert check(lambda a: a * 2 + (a == 1), ref, inputs) is ref
+    assert "differs at index (1,): got 3.0, expected 2.0" in capsys.readouterr().out
+    assert check(lambda a: 1 / 0, ref, inputs) is ref
+    assert "raised ZeroDivisionError" in capsys.readouterr().out
+
+
+def test_compare_nested():
+    assert compare((1.0, {"a": np.zeros(2)}), (1.0, {"a": np.zeros(2)})) is None
+    assert "output[1]['a'] has shape" in compare((1.0, {"a": np.zeros(3)}), (1.0, {"a": np.zeros(2)}))
+    assert "forget to return" in compare(None, np.zeros(2))

@@ -1,0 +1,140 @@
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from acvm.data import SequenceError, load_sequence, list_sequences, read_frame, read_groundtruth
+
+EXPECTED = {  # name: (frames, layout, frame 0 box from the original files, shifted to 0-based for OTB)
+    "OTB_Crossing": (120, "otb", (204, 150, 17, 50)),
+    "OTB_Human7": (250, "otb", (109, 110, 37, 116)),
+    "OTB_Surfer": (376, "otb", (274, 136, 23, 26)),
+    "VOT2014_ball": (602, "vot", (200.35, 113.74, 245.48 - 200.35, 159.32 - 113.74)),
+    "VOT2014_car": (252, "vot", (6, 166, 43, 27)),
+    "VOT2015_bag": (196, "vot", (291.827, 124.711, 442.173 - 291.827, 264.289 - 124.711)),
+}
+
+
+def test_every_shared_sequence_loads(shared_sequences):
+    found = {p.name for p in list_sequences(shared_sequences)}
+    assert set(EXPECTED) <= found
+    for name, (n, layout, box0) in EXPECTED.items():
+        seq = load_sequence(shared_sequences / name)
+        assert len(seq) == n and seq.boxes.shape == (n, 4) and seq.layout == layout
+        assert np.allclose(seq.boxes[0], box0, atol=1e-6)
+        first, last = seq[0], seq[-1]
+        assert first.dtype == np.uint8 and first.ndim == 3 and first.shape[2] == 3
+        assert first.shape == last.shape
+        # RGB, not BGR: compare with OpenCV's own read
+        bgr = cv2.imread(str(seq.frame_paths[0]))
+        assert np.array_equal(first, bgr[:, :, ::-1])
+
+
+def _make_seq(folder: Path, n=5, gt_lines=None, name="groundtruth_rect.txt", sub="img", sep=",", size=(40, 60)):
+    frames = folder / sub if sub else folder
+    frames.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(str(frames / f"{i + 1:04d}.jpg"), np.full((*size, 3), 40 * i % 255, np.uint8))
+    if gt_lines is None:
+        gt_lines = [sep.join(["11", "21", "10", "8"])] * n
+    (folder / name).write_text("\n".join(gt_lines) + "\n")
+    return folder
+
+
+def test_layouts_and_separators(tmp_path):
+    otb = load_sequence(_make_seq(tmp_path / "tabs", sep="\t"))
+    assert np.allclose(otb.boxes[0], (10, 20, 10, 8))  # 1-based -> 0-based
+    spaces = load_sequence(_make_seq(tmp_path / "spaces", sep=" "))
+    assert np.allclose(spaces.boxes, otb.boxes)
+    vot = load_sequence(_make_seq(tmp_path / "vot", name="groundtruth.txt", sub="color",
+                                  gt_lines=["1,2,11,2,11,7,1,7"] * 5))
+    assert vot.layout == "vot" and np.allclose(vot.boxes[0], (1, 2, 10, 5))
+    got = _make_seq(tmp_path / "got", name="groundtruth.txt", sub=None, gt_lines=["3,4,5,6"] * 5)
+    (got / "absence.label").write_text("0\n" * 5)
+    g = load_sequence(got)
+    assert g.layout == "got10k" and np.allclose(g.boxes[0], (3, 4, 5, 6)) and len(g) == 5
+
+
+def test_frames_sorted_naturally(tmp_path):
+    folder = tmp_path / "nat" / "img"
+    folder.mkdir(parents=True)
+    for i in [1, 2, 10]:
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((4, 4, 3), i, np.uint8))
+    (tmp_path / "nat" / "groundtruth_rect.txt").write_text("1,1,2,2\n" * 3)
+    seq = load_sequence(tmp_path / "nat")
+    assert [p.name for p in seq.frame_paths] == ["1.png", "2.png", "10.png"]
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(SequenceError, match="does not exist"):
+        load_sequence(tmp_path / "nothing")
+
+
+def test_no_frames(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "groundtruth_rect.txt").write_text("1,1,2,2\n")
+    with pytest.raises(SequenceError, match="has no frames"):
+        load_sequence(tmp_path / "empty")
+
+
+def test_no_groundtruth(tmp_path):
+    folder = _make_seq(tmp_path / "s")
+    (folder / "groundtruth_rect.txt").unlink()
+    with pytest.raises(SequenceError, match="has no ground truth"):
+        load_sequence(folder)
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["1,1,2,2"] * 4, "has 4 boxes but .* has 5 frames"),
+    (["1,1,2,2"] * 6, "has 6 boxes but .* has 5 frames"),
+    (["1,1,2,2"] * 2 + ["1,abc,2,2"] + ["1,1,2,2"] * 2, "line 3: 'abc' is not a number"),
+    (["1,1,2,2"] * 3 + ["nan,1,2,2"] + ["1,1,2,2"], "line 4: the box contains NaN"),
+    (["1,1,2,2", "1,1,0,2"] + ["1,1,2,2"] * 3, "line 2: .* zero or negative area"),
+    (["1,1,2"] + ["1,1,2,2"] * 4, "line 1: expected 4 numbers"),
+])
+def test_bad_groundtruth(tmp_path, lines, message):
+    folder = _make_seq(tmp_path / "s", gt_lines=lines)
+    with pytest.raises(SequenceError, match=message) as info:
+        load_sequence(folder)
+    assert "groundtruth_rect.txt" in str(info.value)
+
+
+def test_vot_absent_target_rows_are_nan(tmp_path):
+    folder = _make_seq(tmp_path / "v", name="groundtruth.txt", gt_lines=["1,1,4,4", "nan,nan,nan,nan", "0,0,0,0", "1,1,4,4", "1,1,4,4"])
+    seq = load_sequence(folder)
+    assert np.isnan(seq.boxes[1]).all() and np.isnan(seq.boxes[2]).all()
+
+
+def test_unreadable_and_truncated_frames_are_named(tmp_path):
+    folder = _make_seq(tmp_path / "s")
+    (folder / "img" / "0003.jpg").write_bytes(b"this is not a jpeg")
+    good = (folder / "img" / "0001.jpg").read_bytes()
+    (folder / "img" / "0004.jpg").write_bytes(good[: len(good) // 3])  # truncated JPEG
+    (folder / "img" / "0005.jpg").write_bytes(b"")
+    seq = load_sequence(folder)
+    with pytest.raises(SequenceError, match="0003.jpg is not a readable image"):
+        seq[2]
+    try:  # OpenCV decodes some truncated JPEGs partially; either a clear error or a full-size frame
+        frame = seq[3]
+        assert frame.shape == seq[0].shape
+    except SequenceError as exc:
+        assert "0004.jpg" in str(exc)
+    with pytest.raises(SequenceError, match="0005.jpg is empty"):
+        seq[4]
+    with pytest.raises(IndexError, match="frame 9 is out of range"):
+        seq[9]
+
+
+def test_grey_frames_become_rgb(tmp_path):
+    path = tmp_path / "g.png"
+    cv2.imwrite(str(path), np.arange(12, dtype=np.uint8).reshape(3, 4))
+    img = read_frame(path)
+    assert img.shape == (3, 4, 3) and (img[..., 0] == img[..., 2]).all()
+
+
+def test_read_groundtruth_polygon(tmp_path):
+    p = tmp_path / "gt.txt"
+    p.write_text("0 0 4 0 4 3 0 3\n")
+    assert np.allclose(read_groundtruth(p), [[0, 0, 4, 3]])

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from acvm.evaluation import (SUCCESS_THRESHOLDS, auc, precision, precision_curve, run_ope, run_vot,
+                             success_curve, summarise)
+from acvm.tracker import Tracker
+
+
+def test_success_curve_hand_computed():
+    ious = [0.0, 0.5, 1.0, 0.26]
+    c = success_curve(ious)
+    assert c.shape == (21,)
+    # threshold 0: IoU > 0 for 3 of 4 frames; 0.25: 3 of 4; 0.3: 0.5 and 1.0; 0.5: only 1.0 (strict); 1.0: none
+    assert c[0] == 0.75 and c[5] == 0.75 and c[6] == 0.5 and c[10] == 0.25 and c[20] == 0.0
+    # AUC = mean over the 21 thresholds: frame IoU v counts at thresholds t < v
+    expected = np.mean([(np.array(ious) > t).mean() for t in SUCCESS_THRESHOLDS])
+    assert auc(ious) == pytest.approx(expected)
+    # the OTB AUC of a constant IoU v is (#thresholds below v) / 21
+    assert auc([0.5] * 7) == pytest.approx(10 / 21)
+    assert auc([1.0]) == pytest.approx(20 / 21)
+
+
+def test_precision_hand_computed():
+    errors = [0.0, 19.9, 20.0, 20.1, np.nan]
+    assert precision(errors) == pytest.approx(3 / 4)  # NaN frames (no ground truth) are skipped
+    c = precision_curve([5, 15])
+    assert c[4] == 0 and c[5] == 0.5 and c[15] == 1.0
+
+
+class Scripted(Tracker):
+    """Returns given boxes, one per update, to test the evaluation loop."""
+
+    def __init__(self, boxes):
+        super().__init__()
+        self.boxes = list(boxes)
+        self.inits = 0
+
+    def init(self, image, box):
+        self.inits += 1
+
+    def update(self, image):
+        return self.boxes.pop(0) if self.boxes else np.array([0, 0, 1, 1.0])
+
+
+class FakeSeq:
+    name = "fake"
+
+    def __init__(self, boxes):
+        self.boxes = np.asarray(boxes, dtype=float)
+
+    def __len__(self):
+        return len(self.boxes)
+
+    def __getitem__(self, i):
+        return np.zeros((50, 50, 3), np.uint8)
+
+
+def test_run_ope_scores_and_keeps_previous_box_on_nan():
+    gt = [[0, 0, 10, 10]] * 4
+    tr = Scripted([[0, 0, 10, 10], [np.nan, 0, 1, 1], [5, 0, 10, 10]])
+    res = run_ope(tr, FakeSeq(gt), name="scripted")
+    assert np.allclose(res.boxes[2], [0, 0, 10, 10])  # NaN replaced by the previous box
+    assert np.allclose(res.ious, [1, 1, 1, 1 / 3])
+    assert res.auc == pytest.approx(auc([1, 1, 1 / 3]))  # frame 0 (given) is not scored
+    d = res.as_dict()
+    assert set(d) == {"tracker", "sequence", "auc", "precision20", "fps", "frames"} and d["frames"] == 4
+
+
+def test_run_vot_reinitialises_after_failure():
+    gt = np.array([[0, 0, 10, 10]] * 30, dtype=float)
+    # tracker fails at frame 3, then tracks perfectly
+    boxes = [[0, 0, 10, 10], [0, 0, 10, 10], [100, 100, 5, 5]] + [[0, 0, 10, 10]] * 40
+    tr = Scripted(boxes)
+    res = run_vot(lambda: tr, FakeSeq(gt), burn_in=2, skip=5)
+    assert res.failures == [3]
+    assert tr.inits == 2  # re-initialised at frame 8
+    assert np.isnan(res.overlaps[:11]).all()  # burn-in after each init, and the skipped frames
+    assert res.accuracy == pytest.approx(1.0)
+
+
+def test_summarise_means():
+    rows = [{"tracker": "a", "auc": 0.2, "precision20": 0.5, "fps": 10},
+            {"tracker": "a", "auc": 0.4, "precision20": 0.7, "fps": 30}]
+    s = summarise(rows)["a"]
+    assert s["auc"] == pytest.approx(0.3) and s["fps"] == pytest.approx(20) and s["sequences"] == 2
