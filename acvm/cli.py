@@ -122,6 +122,16 @@ def _cmd_bench(args) -> int:
     trackers = [t.strip() for t in args.trackers.split(",") if t.strip()]
     if not trackers:
         _fail("--trackers needs at least one tracker name (see `acvm trackers`)")
+    # a shell glob such as ../shared/sequences/* also matches README.md: skip plain files, say so
+    sequences = []
+    for s in args.sequences:
+        if Path(s).is_file():
+            print(f"acvm bench: skipping {s} (a file, not a sequence folder)", file=sys.stderr)
+        else:
+            sequences.append(s)
+    if not sequences:
+        _fail("no sequence folders given")
+    args.sequences = sequences
     t0 = time.time()
     rows = bench(args.sequences, trackers, workers=args.workers, vot=args.vot, progress=not args.quiet)
     summary = summarise(rows)

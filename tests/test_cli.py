@@ -56,3 +56,12 @@ def test_bench_names_a_bad_folder(tmp_path, capsys):
 def test_python_dash_m_works():
     out = subprocess.run([sys.executable, "-m", "acvm", "trackers"], capture_output=True, text=True, check=True)
     assert "opencv-kcf" in out.stdout
+
+
+def test_bench_skips_files_from_a_glob(shared_sequences, tmp_path, capsys):
+    # `acvm bench ../shared/sequences/*` also matches README.md: it is skipped with a note
+    js = tmp_path / "b.json"
+    assert main(["bench", str(shared_sequences / "README.md"), str(shared_sequences / "OTB_Crossing"),
+                 "--trackers", "opencv-mosse", "--json", str(js), "--quiet"]) == 0
+    assert "skipping" in capsys.readouterr().err
+    assert len(json.loads(js.read_text())["results"]) == 1
