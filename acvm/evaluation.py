@@ -345,3 +345,23 @@ def mask_scores(masks, gts, tolerance: float = DAVIS_BOUNDARY_TOLERANCE) -> dict
     f = np.array([contour_accuracy(m, g, tolerance) for m, g in zip(masks, gts)])
     return {"J": float(j.mean()), "F": float(f.mean()), "J&F": float((j.mean() + f.mean()) / 2),
             "J_recall": float((j > 0.5).mean())}
+
+
+def load_bench(path) -> list[dict]:
+    """Rows of an ``acvm bench --json`` file (raises a clear error when the file is missing)."""
+    import json
+    from pathlib import Path
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark results {path} do not exist; make them with `acvm bench ... --json {path}`")
+    data = json.loads(path.read_text())
+    return data["results"] if isinstance(data, dict) else data
+
+
+def per_sequence_winners(rows: list[dict], key: str = "auc") -> dict[str, str]:
+    """``{sequence: tracker}`` with the highest ``key`` on each sequence (ties: the first listed)."""
+    best: dict[str, dict] = {}
+    for r in rows:
+        if r["sequence"] not in best or r[key] > best[r["sequence"]][key]:
+            best[r["sequence"]] = r
+    return {s: r["tracker"] for s, r in sorted(best.items())}

@@ -83,3 +83,12 @@ def test_summarise_means():
             {"tracker": "a", "auc": 0.4, "precision20": 0.7, "fps": 30}]
     s = summarise(rows)["a"]
     assert s["auc"] == pytest.approx(0.3) and s["fps"] == pytest.approx(20) and s["sequences"] == 2
+
+
+def test_per_sequence_winners_hand_computed(tmp_path):
+    from acvm.evaluation import load_bench, per_sequence_winners
+    rows = [{"tracker": "a", "sequence": "s1", "auc": 0.5}, {"tracker": "b", "sequence": "s1", "auc": 0.6},
+            {"tracker": "a", "sequence": "s2", "auc": 0.4}, {"tracker": "b", "sequence": "s2", "auc": 0.4}]
+    assert per_sequence_winners(rows) == {"s1": "b", "s2": "a"}
+    with pytest.raises(FileNotFoundError, match="acvm bench"):
+        load_bench(tmp_path / "none.json")
