@@ -44,11 +44,14 @@ case "$action" in
         flags=(--ip 127.0.0.1 --no-browser)
         [ "$(id -u)" = 0 ] && flags+=(--allow-root)
         echo "== opening JupyterLab on notebooks/ (open the URL printed below in your browser)"
+        export OMP_WAIT_POLICY=PASSIVE
         exec .venv/bin/jupyter lab notebooks/ "${flags[@]}" "$@" ;;
     test)
         ensure_chromium
-        export MPLBACKEND=Agg PYTHONHASHSEED=0
-        exec .venv/bin/python -m pytest tests notebooks solutions --nbval-lax \
+        export MPLBACKEND=Agg PYTHONHASHSEED=0 OMP_WAIT_POLICY=PASSIVE
+        # two workers: notebooks and test files run side by side on the 2 cores; loadscope keeps
+        # the cells of one notebook on one worker (and so in one kernel)
+        exec .venv/bin/python -m pytest -n 2 --dist loadscope tests notebooks solutions --nbval-lax \
             --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout=120 -p no:cacheprovider "$@" ;;
     *)
         echo "usage: bash setup.sh [lab|test|env]" >&2; exit 2 ;;

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["student_version", "build", "check", "execute", "slides", "SOLUTION_BEGIN", "SOLUTION_END",
-           "INSTRUCTOR_TAG"]
+__all__ = ["student_version", "build", "check", "execute", "slides", "slide_problems", "SOLUTION_BEGIN",
+           "SOLUTION_END", "INSTRUCTOR_TAG", "SLIDE_TYPES"]
 
 SOLUTION_BEGIN = "### BEGIN SOLUTION"
 SOLUTION_END = "### END SOLUTION"
@@ -117,6 +117,53 @@ def check(root: str | Path = ".") -> list[str]:
     for extra in sorted(nb_dir.glob("[0-9][0-9]_*.ipynb")) if nb_dir.is_dir() else []:
         if extra.name not in expected:
             problems.append(f"notebooks/{extra.name} has no solutions/{extra.name}")
+    return problems
+
+
+#: the slide types of RISE / nbconvert's reveal.js export ("-": continue the current slide)
+SLIDE_TYPES = ("slide", "subslide", "fragment", "-", "skip", "notes")
+
+
+def _slide_type(cell) -> str | None:
+    return cell.get("metadata", {}).get("slideshow", {}).get("slide_type")
+
+
+def slide_problems(nb: nbformat.NotebookNode, name: str = "notebook") -> list[str]:
+    """What keeps a solved notebook from presenting as the course's slides (empty list: fine).
+
+    The rules: every cell has a slide type; the first cell is a ``slide`` stating the
+    "Learning goals"; the set-up (first code cell) is ``skip``; the last markdown cell for
+    students holds the "Summary" and the "References"; instructor notes are markdown cells
+    tagged ``instructor`` with slide type ``notes`` (and every ``notes`` cell is one); each
+    exercise has an instructor note after it on its own slide, before the next exercise.
+    """
+    problems = []
+    cells = nb.cells
+    for i, cell in enumerate(cells):
+        kind = _slide_type(cell)
+        if kind not in SLIDE_TYPES:
+            problems.append(f"{name}, cell {i}: slide type {kind!r}, expected one of {', '.join(SLIDE_TYPES)}")
+        if is_instructor_cell(cell) and (cell.cell_type != "markdown" or kind != "notes"):
+            problems.append(f"{name}, cell {i}: an instructor note must be a markdown cell of slide type 'notes'")
+        if kind == "notes" and not is_instructor_cell(cell):
+            problems.append(f"{name}, cell {i}: a 'notes' cell must be tagged {INSTRUCTOR_TAG!r}")
+    if not cells:
+        return problems + [f"{name}: the notebook is empty"]
+    first = cells[0]
+    if first.cell_type != "markdown" or _slide_type(first) != "slide" or "Learning goals" not in first.source:
+        problems.append(f"{name}: the first cell must be a markdown 'slide' with the title and the Learning goals")
+    code = [c for c in cells if c.cell_type == "code"]
+    if code and _slide_type(code[0]) != "skip":
+        problems.append(f"{name}: the set-up (first code cell) must have slide type 'skip'")
+    shown = [c for c in cells if c.cell_type == "markdown" and not is_instructor_cell(c)]
+    if not shown or "Summary" not in shown[-1].source or "References" not in shown[-1].source:
+        problems.append(f"{name}: the last markdown cell must hold the Summary and the References")
+    exercises = [i for i, c in enumerate(cells) if SOLUTION_BEGIN in c.source and not is_instructor_cell(c)]
+    for k, i in enumerate(exercises):
+        end = exercises[k + 1] if k + 1 < len(exercises) else len(cells)
+        end = next((j for j in range(i + 1, end) if _slide_type(cells[j]) == "slide"), end)
+        if not any(is_instructor_cell(cells[j]) for j in range(i + 1, end)):
+            problems.append(f"{name}, cell {i}: the exercise has no instructor note on its slide")
     return problems
 
 

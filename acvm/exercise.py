@@ -101,7 +101,7 @@ def check(student: Callable, reference: Callable, inputs: Iterable | Callable[[]
         except NotImplementedError:
             if not quiet:
                 print(f"○ {name}: not done yet, so the rest of the notebook uses the library's reference "
-                      f"({reference.__module__}.{reference.__name__}).")
+                      f"({reference.__module__}.{getattr(reference, '__qualname__', reference.__name__)}).")
             return reference
         except Exception as exc:  # noqa: BLE001 - report any failure in one line
             if not quiet:

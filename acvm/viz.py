@@ -59,9 +59,12 @@ def interactive_view(draw: Callable, **controls):
         current.update(values)
         fig = draw(**current)
         # set the Output's content through its state rather than capturing the kernel's output
-        # stream: capturing ties the widget to one execution request, which stalls headless runs
-        out.outputs = ()
-        out.append_display_data(fig)
+        # stream: capturing ties the widget to one execution request, which stalls headless runs.
+        # One assignment, not clear-then-append: the browser then never shows an empty view,
+        # which made the page jump while a slider moved
+        from IPython.core.interactiveshell import InteractiveShell
+        data, metadata = InteractiveShell.instance().display_formatter.format(fig)
+        out.outputs = ({"output_type": "display_data", "data": data, "metadata": metadata},)
         plt.close(fig)
         return fig
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from acvm.data import sequences_dir  # noqa: E402
 

@@ -102,3 +102,56 @@ def test_compare_nested():
     assert compare((1.0, {"a": np.zeros(2)}), (1.0, {"a": np.zeros(2)})) is None
     assert "output[1]['a'] has shape" in compare((1.0, {"a": np.zeros(3)}), (1.0, {"a": np.zeros(2)}))
     assert "forget to return" in compare(None, np.zeros(2))
+
+
+def _slide_notebook():
+    """A notebook that follows every slide rule: title, set-up, exercise with its note, summary."""
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+
+    def kind(t, tags=None):
+        return {"slideshow": {"slide_type": t}, **({"tags": tags} if tags else {})}
+    return _nb([
+        md("# 01 · Title\n\n**Learning goals.** ...", metadata=kind("slide")),
+        code("import acvm", metadata=kind("skip")),
+        md("## 1. Exercise", metadata=kind("slide")),
+        code("def f(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\n", metadata=kind("subslide")),
+        code("f = check(f, ref, inputs)", metadata=kind("fragment")),
+        md("**Instructor notes.** Ask why.", metadata=kind("notes", ["instructor"])),
+        md("## Summary\n\n* ...\n\n## References\n\n1. ...", metadata=kind("slide")),
+    ])
+
+
+def test_slide_problems_names_each_broken_rule():
+    assert course.slide_problems(_slide_notebook(), "nb") == []
+
+    def broken(edit):
+        nb = _slide_notebook()
+        edit(nb.cells)
+        return course.slide_problems(nb, "nb")
+
+    assert broken(lambda c: c[3].metadata.pop("slideshow")) == [
+        "nb, cell 3: slide type None, expected one of slide, subslide, fragment, -, skip, notes"]
+    assert broken(lambda c: c[0].update(source="# Title")) == [
+        "nb: the first cell must be a markdown 'slide' with the title and the Learning goals"]
+    assert broken(lambda c: c[1].metadata.slideshow.update(slide_type="-")) == [
+        "nb: the set-up (first code cell) must have slide type 'skip'"]
+    assert broken(lambda c: c[6].update(source="## Summary")) == [
+        "nb: the last markdown cell must hold the Summary and the References"]
+    assert broken(lambda c: c[5].metadata.pop("tags")) == [
+        "nb, cell 5: a 'notes' cell must be tagged 'instructor'",
+        "nb, cell 3: the exercise has no instructor note on its slide"]
+    assert broken(lambda c: c[5].metadata.slideshow.update(slide_type="-")) == [
+        "nb, cell 5: an instructor note must be a markdown cell of slide type 'notes'"]
+    # a note on the next slide does not count for this exercise
+    assert broken(lambda c: c.insert(5, nbformat.v4.new_markdown_cell(
+        "## 2. Next", metadata={"slideshow": {"slide_type": "slide"}}))) == [
+        "nb, cell 3: the exercise has no instructor note on its slide"]
+
+
+def test_solved_notebooks_present_as_slides():
+    """Every solved notebook: slide types everywhere, goals first, summary and references last,
+    one instructor note per exercise (the rules of course.slide_problems)."""
+    problems = []
+    for path in sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        problems += course.slide_problems(nbformat.read(path, as_version=4), path.name)
+    assert problems == []

@@ -1,0 +1,681 @@
+"""A transformer tracker in the style of STARK: template and search tokens in one encoder, corners out.
+
+Yan et al., *Learning Spatio-Temporal Transformer for Visual Tracking*, ICCV 2021. The steps of one
+frame, each a method or function a notebook can call on its own:
+
+1. **Tokens.** The backbone ``φ`` (:class:`acvm.backbone.Backbone`, stride 8) turns each template
+   crop ``z`` (the target with context, 127×127) into an 8×8 feature map and the search crop ``x``
+   (255×255, around the last position) into a 24×24 one; a 1×1 convolution (STARK's bottleneck)
+   brings both to ``D`` channels, and each cell becomes a token: 64 per template (two templates,
+   the first frame's and STARK-ST's dynamic one) and 576 search tokens.
+2. **Positions.** Each token gets the 2-D sine encoding of its cell
+   (:func:`acvm.attention.sine_position_encoding`) plus a learned embedding saying which crop it
+   comes from (our addition: it lets the small encoder tell the sets apart from the first layer).
+3. **Encoder.** All tokens are concatenated and go through a small transformer encoder
+   (:class:`acvm.attention.Encoder`): every search token can attend to every template token (and
+   to the other search tokens), so the target's appearance flows into the search region. STARK's
+   decoder with its single target query is left out; the head reads the search tokens directly.
+4. **Corner head.** The encoded search tokens are laid back on their 24×24 grid; two small conv
+   towers give the **heat maps** of the top-left and bottom-right corner; the **soft-argmax** (the
+   expected position under the softmax of each map) gives the corners in crop pixels, so the box
+   is differentiable end to end.
+
+Training (:func:`train`, ``acvm train stark``) uses the shared pair sampler
+(:class:`acvm.training.PairSampler`, through :class:`TemplatePairs`) on synthetic sequences, with
+STARK's loss on the box — ``L = λ_L1·‖b − b*‖₁ + λ_giou·(1 − GIoU(b, b*))`` — plus a cross-entropy
+of each heat map against a Gaussian around the true corner (our addition; dense supervision).
+
+Tracking (:class:`STARKTracker`) adds what a regressor trained for minutes on synthetic data
+needs: a search region that follows the target (stretched when the target is more elongated than
+the training targets, :meth:`STARKTracker.region`), a motion prior and a local soft-argmax on the
+heat maps (:meth:`STARKTracker.localise`), a **confidence** from the heat maps' peak mass that
+freezes the box when low, and a dynamic template refreshed from confident frames only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .attention import Encoder, sine_position_encoding
+from .backbone import LAYERS, Backbone, output_size, to_tensor
+from .boxes import (clip_box, context_size, crop_and_resize, crop_to_image, cxcywh_to_xywh, image_to_crop,
+                    xywh_to_cxcywh)
+from .tracker import Tracker, check_image, check_init_box
+
+__all__ = ["STARKSettings", "STARKNet", "CornerHead", "soft_argmax", "giou_loss", "corner_labels",
+           "stark_loss", "StretchedSequence", "TemplatePairs", "train", "load_model", "STARKTracker",
+           "draw_stark_frame", "WEIGHTS", "TRAIN_STEPS"]
+
+#: where the shipped weights live
+WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "weights" / "stark.pt"
+#: optimiser steps of the shipped weights (the default of ``acvm train stark``)
+TRAIN_STEPS = 3000
+
+
+@dataclass(frozen=True)
+class STARKSettings:
+    """The network's and the tracker's settings (STARK's names where it has them)."""
+
+    template_size: int = 127         # side of the template crop z in pixels (8×8 tokens)
+    search_size: int = 255           # side of the search crop x in pixels (24×24 tokens)
+    context: float = 0.5             # context margin p = context·(w + h) of the template crop
+    feature_layer: str = "conv4"     # backbone layer whose cells become tokens (stride 8)
+    dim: int = 64                    # D: token dimension after the bottleneck
+    heads: int = 4                   # attention heads per encoder layer
+    ff_dim: int = 256                # hidden width of the encoder's feed-forward nets
+    layers: int = 3                  # encoder layers
+    head_channels: int = 64          # channels of the first conv of each corner tower (halved twice)
+    templates: int = 2               # 1: the first frame only; 2: plus STARK-ST's dynamic template
+    l1_weight: float = 5.0           # λ_L1 on the corners, normalised by the search size
+    giou_weight: float = 2.0         # λ_giou
+    heatmap_weight: float = 1.0      # weight of the heat-map cross-entropy (0: STARK's loss alone)
+    heatmap_sigma: float = 1.0       # std of the Gaussian corner label, in feature cells
+    # tracking
+    motion_sigma: float = 0.5        # std of the prior around each last corner, × the last box's size (0: none)
+    local_window: int = 2            # soft-argmax within ± this many cells of each map's mode (-1: whole map)
+    max_aspect: float = 1.5          # crops are stretched so the target looks at most this elongated (inf: never)
+    confidence_threshold: float = 0.3  # below this the box is not updated (the target may be hidden)
+    size_lr: float = 0.7             # how far the size moves to the new box's size in one frame
+    update_interval: int = 10        # frames between dynamic-template updates (STARK-ST: 200 at 30 fps+)
+    update_threshold: float = 0.6    # confidence a frame needs to become the dynamic template
+    min_size: float = 4.0            # smallest target side in pixels the tracker allows
+
+
+def _cell_centres(n: int, layer: str) -> torch.Tensor:
+    """Crop-pixel coordinate of the centre of each of ``n`` feature cells along one axis."""
+    info = LAYERS[layer]
+    return info.receptive_field / 2.0 + info.stride * torch.arange(n, dtype=torch.float32)
+
+
+# --- the network -------------------------------------------------------------------------------------
+
+def soft_argmax(logits: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The expected position under the softmax of a heat map: a differentiable arg-max.
+
+    Args:
+        logits: ``(B, H, W)`` float heat-map logits.
+        xs: ``(W,)`` x coordinate of each column; ys: ``(H,)`` y coordinate of each row.
+    Returns:
+        ``(xy, P)``: ``xy`` ``(B, 2)`` the expected ``(x, y)``, and ``P`` ``(B, H, W)`` the
+        probabilities (summing to 1 per map).
+    """
+    B, H, W = logits.shape
+    P = torch.softmax(logits.reshape(B, H * W), dim=1).reshape(B, H, W)
+    x = (P.sum(1) * xs).sum(-1)
+    y = (P.sum(2) * ys).sum(-1)
+    return torch.stack([x, y], dim=-1), P
+
+
+def _tower(c_in: int, c: int) -> nn.Sequential:
+    def block(a, b):
+        return [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
+    return nn.Sequential(*block(c_in, c), *block(c, c // 2), *block(c // 2, c // 4), nn.Conv2d(c // 4, 1, 1))
+
+
+class CornerHead(nn.Module):
+    """STARK's corner predictor: two conv towers, one heat map per corner, soft-argmax for each.
+
+    ``forward(f)`` takes the search features ``(B, D, H, W)`` and returns ``(logits, corners)``:
+    ``logits`` ``(B, 2, H, W)`` (top-left, bottom-right) and ``corners`` ``(B, 4)`` as
+    ``(x1, y1, x2, y2)`` in crop pixels, cell ``(i, j)`` sitting at ``(xs[j], ys[i])``.
+    """
+
+    def __init__(self, dim: int, channels: int, xs: torch.Tensor, ys: torch.Tensor):
+        super().__init__()
+        self.top_left = _tower(dim, channels)
+        self.bottom_right = _tower(dim, channels)
+        self.register_buffer("xs", xs, persistent=False)
+        self.register_buffer("ys", ys, persistent=False)
+
+    def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = torch.cat([self.top_left(f), self.bottom_right(f)], dim=1)
+        tl, _ = soft_argmax(logits[:, 0], self.xs, self.ys)
+        br, _ = soft_argmax(logits[:, 1], self.xs, self.ys)
+        return logits, torch.cat([tl, br], dim=-1)
+
+
+class STARKNet(nn.Module):
+    """Backbone, bottleneck, encoder over template + search tokens, corner head.
+
+    ``forward(z, x)`` with ``z`` ``(B, 3, S_z, S_z)`` (or ``(B, T, 3, S_z, S_z)`` for ``T``
+    templates) and ``x`` ``(B, 3, S_x, S_x)`` float32 in [0, 1] returns a dict:
+
+    * ``"logits"``: ``(B, 2, H_x, W_x)`` corner heat-map logits;
+    * ``"corners"``: ``(B, 4)`` ``(x1, y1, x2, y2)`` in search-crop pixels;
+    * ``"attention"``: the list of every layer's weights ``(B, heads, L, L)``, tokens ordered
+      template(s) first, then search, each row-major.
+    """
+
+    def __init__(self, settings: STARKSettings = STARKSettings()):
+        super().__init__()
+        s = self.settings = settings
+        self.backbone = Backbone()
+        self.bottleneck = nn.Conv2d(LAYERS[s.feature_layer].channels, s.dim, 1)
+        self.z_grid = (output_size(s.template_size, s.feature_layer),) * 2
+        self.x_grid = (output_size(s.search_size, s.feature_layer),) * 2
+        self.register_buffer("pos_z", sine_position_encoding(*self.z_grid, s.dim), persistent=False)
+        self.register_buffer("pos_x", sine_position_encoding(*self.x_grid, s.dim), persistent=False)
+        # one learned vector per token set: first template, dynamic template, search
+        self.type_embed = nn.Parameter(torch.randn(3, s.dim) * 0.02)
+        self.encoder = Encoder(s.dim, s.heads, s.ff_dim, s.layers, norm_first=True)
+        centres = _cell_centres(self.x_grid[0], s.feature_layer)
+        self.head = CornerHead(s.dim, s.head_channels, centres, centres)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` -> tokens ``(B, h·w, D)`` (row-major), backbone and bottleneck."""
+        f = self.bottleneck(self.backbone.features(images, self.settings.feature_layer))
+        return f.flatten(2).transpose(1, 2)
+
+    def template_tokens(self, z: torch.Tensor) -> torch.Tensor:
+        """``(B, T, 3, S_z, S_z)`` templates -> ``(B, T·h_z·w_z, D)`` tokens with positions added."""
+        B, T = z.shape[:2]
+        t = self.features(z.flatten(0, 1)).reshape(B, T, -1, self.settings.dim)
+        t = t + self.pos_z + self.type_embed[:T, None, :]
+        return t.flatten(1, 2)
+
+    def encode(self, z_tokens: torch.Tensor, x: torch.Tensor) -> dict:
+        """Run the encoder and the head on cached template tokens and a search crop batch."""
+        xt = self.features(x) + self.pos_x + self.type_embed[2]
+        tokens, attention = self.encoder(torch.cat([z_tokens, xt], dim=1))
+        B, L, D = tokens.shape
+        fx = tokens[:, L - xt.shape[1]:].transpose(1, 2).reshape(B, D, *self.x_grid)
+        logits, corners = self.head(fx)
+        return {"logits": logits, "corners": corners, "attention": attention}
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> dict:
+        if z.dim() == 4:
+            z = z[:, None]
+        return self.encode(self.template_tokens(z), x)
+
+
+# --- the loss ---------------------------------------------------------------------------------------
+
+def giou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Generalised-IoU loss ``1 − GIoU`` of ``(B, 4)`` ``(x1, y1, x2, y2)`` boxes, averaged; ``(B,)`` before the mean.
+
+    ``GIoU = IoU − |C \\ (A ∪ B)| / |C|`` with ``C`` the smallest box holding both: unlike
+    ``1 − IoU`` it still has a gradient when the boxes do not overlap.
+    """
+    x1, y1 = torch.maximum(pred[:, 0], target[:, 0]), torch.maximum(pred[:, 1], target[:, 1])
+    x2, y2 = torch.minimum(pred[:, 2], target[:, 2]), torch.minimum(pred[:, 3], target[:, 3])
+    inter = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    area_p = (pred[:, 2] - pred[:, 0]).clamp(min=0) * (pred[:, 3] - pred[:, 1]).clamp(min=0)
+    area_t = (target[:, 2] - target[:, 0]).clamp(min=0) * (target[:, 3] - target[:, 1]).clamp(min=0)
+    union = area_p + area_t - inter
+    iou = inter / union.clamp(min=1e-6)
+    cw = torch.maximum(pred[:, 2], target[:, 2]) - torch.minimum(pred[:, 0], target[:, 0])
+    ch = torch.maximum(pred[:, 3], target[:, 3]) - torch.minimum(pred[:, 1], target[:, 1])
+    hull = (cw * ch).clamp(min=1e-6)
+    return (1.0 - (iou - (hull - union) / hull)).mean()
+
+
+def corner_labels(corners: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Gaussian heat-map labels around the true corners, each map summing to 1.
+
+    Args:
+        corners: ``(B, 4)`` true ``(x1, y1, x2, y2)`` in crop pixels.
+        xs, ys: ``(W,)``, ``(H,)`` cell coordinates in crop pixels.
+        sigma_px: the Gaussian's standard deviation in crop pixels.
+    Returns:
+        ``(B, 2, H, W)`` float32.
+    """
+    gx = torch.exp(-(xs[None, None, :] - corners[:, [0, 2], None]) ** 2 / (2 * sigma_px ** 2))  # (B, 2, W)
+    gy = torch.exp(-(ys[None, None, :] - corners[:, [1, 3], None]) ** 2 / (2 * sigma_px ** 2))  # (B, 2, H)
+    g = gy[..., :, None] * gx[..., None, :]
+    return g / g.sum((-2, -1), keepdim=True).clamp(min=1e-12)
+
+
+def stark_loss(model: STARKNet, batch: dict) -> torch.Tensor:
+    """The loss :func:`acvm.training.fit` calls: ``λ_L1·L1 + λ_giou·(1 − GIoU) + λ_hm·CE(heat maps)``.
+
+    ``batch`` holds ``"z"`` (``(B, 3, S_z, S_z)`` or ``(B, T, 3, S_z, S_z)``), ``"x"`` and
+    ``"x_box"`` (``(B, 4)`` xywh in search-crop pixels), as :class:`acvm.training.PairSampler` makes them.
+    """
+    s = model.settings
+    out = model(batch["z"], batch["x"])
+    b = batch["x_box"].to(out["corners"].dtype)
+    target = torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], dim=1)
+    loss = s.l1_weight * (out["corners"] - target).abs().mean() / s.search_size
+    loss = loss + s.giou_weight * giou_loss(out["corners"], target)
+    if s.heatmap_weight > 0:
+        stride = LAYERS[s.feature_layer].stride
+        labels = corner_labels(target, model.head.xs, model.head.ys, s.heatmap_sigma * stride)
+        logp = torch.log_softmax(out["logits"].flatten(2), dim=-1).reshape_as(labels)
+        loss = loss + s.heatmap_weight * -(labels * logp).sum((-2, -1)).mean()
+    return loss
+
+
+class StretchedSequence:
+    """A sequence seen through an anisotropic zoom: frames resized by ``(fx, fy)``, boxes alike.
+
+    The synthetic targets' aspect ratios (h/w from 0.55 to 1.8) are narrower than real ones (a
+    walking person is 3 times taller than wide); stretching whole frames widens the range without
+    touching the generator.
+    """
+
+    def __init__(self, seq, fx: float, fy: float):
+        import cv2
+        self.seq = seq
+        h, w = seq[0].shape[:2]
+        self.out_size = (max(1, int(round(w * fx))), max(1, int(round(h * fy))))
+        self.f = np.array([self.out_size[0] / w, self.out_size[1] / h] * 2)   # exact factors after rounding
+        self.boxes = np.asarray(seq.boxes, dtype=np.float64) * self.f
+        self._resize = cv2.resize
+        self.name = f"{getattr(seq, 'name', 'sequence')}_stretched"
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        import cv2
+        return self._resize(self.seq[i], self.out_size, interpolation=cv2.INTER_LINEAR)
+
+
+class _OneSequence:
+    """A source that always hands back the same sequence (to cut several pairs from one target)."""
+
+    def __init__(self, seq):
+        self.seq = seq
+
+    def sequence(self, rng):
+        return self.seq
+
+
+class TemplatePairs:
+    """Training samples for STARK: :class:`acvm.training.PairSampler`'s ``"z"``, ``"x"``,
+    ``"x_box"``, and with ``templates = 2`` a second template (STARK-ST's dynamic template) cut
+    from another frame of the same sequence, so ``"z"`` is ``(2, 3, S_z, S_z)``.
+
+    ``reuse`` samples in a row come from one sequence: making a synthetic sequence costs twice
+    as much as cutting a pair from it, and a batch still mixes ``batch_size / reuse`` sequences.
+    ``aspect > 0`` stretches each sequence by ``h/w × exp(U(−aspect, aspect))`` and ``zoom > 0``
+    shrinks it by ``exp(−U(0, zoom))`` (small, low-resolution targets like OTB's pedestrians), both
+    through :class:`StretchedSequence`.
+    """
+
+    def __init__(self, sources, pair_settings, templates: int = 2, reuse: int = 1, aspect: float = 0.0,
+                 zoom: float = 0.0):
+        self.sources = list(sources)
+        self.pair_settings = pair_settings
+        self.templates = templates
+        self.reuse = max(1, int(reuse))
+        self.aspect, self.zoom = aspect, zoom
+        self._pairs, self._left = None, 0
+
+    def __call__(self, rng: np.random.Generator) -> dict:
+        from .training import PairSampler
+        if self._left <= 0:
+            seq = self.sources[int(rng.integers(len(self.sources)))].sequence(rng)
+            if self.aspect > 0 or self.zoom > 0:
+                a = rng.uniform(-self.aspect, self.aspect)
+                z = np.exp(-rng.uniform(0.0, self.zoom))
+                seq = StretchedSequence(seq, z * np.exp(-a / 2), z * np.exp(a / 2))
+            self._pairs, self._left = PairSampler(_OneSequence(seq), self.pair_settings), self.reuse
+        self._left -= 1
+        out = self._pairs(rng)
+        if self.templates > 1:
+            out["z"] = np.stack([out["z"]] + [self._pairs(rng)["z"] for _ in range(self.templates - 1)])
+        return out
+
+
+def _sampler(settings: STARKSettings, data, reuse: int = 4, aspect: float = 0.0, zoom: float = 0.0) -> TemplatePairs:
+    from .training import PairSettings, make_sources
+    return TemplatePairs(make_sources(data), PairSettings(
+        template_size=settings.template_size, search_size=settings.search_size, context=settings.context,
+        max_gap=50, scale_jitter=0.25, stretch=0.15, shift=48.0), settings.templates, reuse, aspect, zoom)
+
+
+def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: bool = False, device=None,
+          batch_size: int = 32, lr: float = 6e-4, workers: int | None = None, init: str | None = None,
+          settings: STARKSettings = STARKSettings(), aspect: float = 0.0, zoom: float = 0.0, progress: bool = True,
+          callback=None) -> Path:
+    """``acvm train stark``: train the STARK-style network on pairs and write ``{"state_dict", "meta"}``.
+
+    The defaults are the recipe of the shipped weights (3000 steps of batch 32 on one GPU, about
+    2.5 minutes; on a 2-core CPU a step takes seconds, so ``--steps`` a few hundred only smoke-tests).
+
+    Args:
+        steps: optimiser steps (default :data:`TRAIN_STEPS`).
+        data: sources for :func:`acvm.training.make_sources` (default synthetic sequences).
+        seed: seeds the initialisation and the pair stream.
+        out: weights file (default :data:`WEIGHTS`); its checkpoint ``out + ".ckpt"`` is removed at the end.
+        resume: continue from that checkpoint.
+        device: ``"cpu"``/``"cuda"``/``None`` (cuda when available).
+        batch_size, lr: AdamW's batch size and initial rate (decayed geometrically to lr/100).
+        workers: DataLoader workers making pairs (default: all cores but one, at least 1 when there are 2).
+        init: ``"siamfc"`` starts the backbone from the shipped SiamFC weights when they exist (the
+            meta says whether it did); ``None`` starts from random weights; the path of a STARK
+            weights file continues training from it (fine-tuning; its settings are kept).
+        aspect: stretch every training sequence's aspect ratio by ``exp(U(−aspect, aspect))``
+            (:class:`StretchedSequence`; real targets are more elongated than the synthetic ones).
+        zoom: shrink every training sequence by ``exp(−U(0, zoom))`` (small, blurry targets).
+        settings: the network's settings (stored in the meta, read back by :func:`load_model`).
+        callback: ``callback(step, loss)`` after every step (passed to :func:`acvm.training.fit`).
+    Returns:
+        the path written.
+    """
+    import os
+    from .training import batches, default_device, fit, save_weights, training_meta
+    steps = TRAIN_STEPS if steps is None else int(steps)
+    out = Path(out) if out else WEIGHTS
+    if workers is None:
+        workers = max(1, (os.cpu_count() or 1) - 1) if (os.cpu_count() or 1) >= 2 else 0
+    torch.manual_seed(seed)
+    started_from = "random"
+    siamfc = WEIGHTS.with_name("siamfc.pt")
+    if init not in (None, "siamfc") and not resume:
+        model, before = load_model(init)
+        model.train()
+        settings = model.settings
+        started_from = (f"fine-tuned from {Path(init).name} "
+                        f"({before.get('command', '?')}, {before.get('steps', '?')} steps)")
+    else:
+        model = STARKNet(settings)
+        if init == "siamfc" and siamfc.is_file() and not resume:
+            from .backbone import trained_backbone
+            model.backbone.load_state_dict(trained_backbone(siamfc).state_dict())
+            started_from = f"backbone from {siamfc.name}"
+    sampler = _sampler(settings, data, aspect=aspect, zoom=zoom)
+    if default_device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True   # TF32 matrix products: plenty for this loss
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    result = fit(model, stark_loss, lambda start: batches(sampler, batch_size, seed, workers, start), steps,
+                 lr=lr, seed=seed, device=device, checkpoint=Path(str(out) + ".ckpt"), resume=resume,
+                 progress=progress, callback=callback)
+    curve = result.losses.reshape(-1)
+    bins = np.array_split(curve, min(100, len(curve))) if len(curve) else []
+    meta = training_meta(steps, seed, data, result.seconds, batch_size=batch_size, lr=lr, workers=workers,
+                         device=result.device, init=started_from, aspect=aspect, zoom=zoom,
+                         settings={k: getattr(settings, k) for k in settings.__dataclass_fields__},
+                         final_loss=round(float(np.mean(result.losses[-100:])), 4),
+                         loss_curve=[round(float(b.mean()), 4) for b in bins])
+    path = save_weights(out, model, meta)
+    Path(str(out) + ".ckpt").unlink(missing_ok=True)
+    return path
+
+
+def load_model(path: str | Path | None = None) -> tuple[STARKNet, dict]:
+    """The trained network (eval mode) and its meta from a weights file (default :data:`WEIGHTS`).
+
+    The settings the weights were trained with are read back from the meta. Raises
+    ``FileNotFoundError`` naming the file when it is missing.
+    """
+    path = Path(path) if path else WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"STARK weights {path} do not exist; make them with `acvm train stark` "
+                                "or pass weights='random' for the untrained network")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    meta = dict(state.get("meta", {}))
+    known = STARKSettings.__dataclass_fields__
+    settings = STARKSettings(**{k: v for k, v in meta.get("settings", {}).items() if k in known})
+    net = STARKNet(settings)
+    net.load_state_dict(state["state_dict"])
+    return net.eval(), meta
+
+
+# --- the tracker ----------------------------------------------------------------------------------------
+
+class STARKTracker(Tracker):
+    """STARK-style tracking (registered as ``"stark"``).
+
+    Args:
+        weights: a weights file (default the shipped :data:`WEIGHTS`), or ``"random"`` for the
+            untrained control (same tracker, random network from ``seed``).
+        settings: a :class:`STARKSettings` whose *tracking* fields (``motion_sigma`` ... ``min_size``)
+            are used; default the current defaults. Keyword overrides work too, e.g.
+            ``STARKTracker(confidence_threshold=0)``. The network's fields always come from the weights.
+        net: an already built :class:`STARKNet` (used instead of ``weights``).
+        device: where the network runs (default cpu).
+
+    After ``update`` it exposes:
+        ``search_crop``: ``(S_x, S_x, 3)`` uint8, the region searched; ``search_box``: that region
+        ``(x, y, w, h)`` in the frame (``search_region``: its ``(w, h)``); ``heatmaps``:
+        ``(2, H_x, W_x)`` float32 corner probabilities (top-left, bottom-right), ``posterior`` the
+        same after the motion prior; ``corners``: ``(4,)`` ``(x1, y1, x2, y2)`` in crop pixels;
+        ``attention``: ``(L, L)`` float32, the last encoder layer's weights averaged over heads
+        (template tokens first); ``corner_attention``: ``(2, T, h_z, w_z)`` float32, the weights
+        from the search token at each predicted corner to each template's tokens;
+        ``confidence``: the heat maps' peak mass in [0, 1] (mean over the two corners);
+        ``templates``: the template crops in use, ``(T, S_z, S_z, 3)`` uint8.
+    """
+
+    name = "stark"
+
+    def __init__(self, weights=None, settings: STARKSettings | None = None, net: STARKNet | None = None,
+                 seed: int = 0, device: str = "cpu", **overrides):
+        super().__init__()
+        self.meta = {}
+        if net is None:
+            if weights == "random":
+                torch.manual_seed(seed)
+                net = STARKNet(settings or STARKSettings())
+            else:
+                net, self.meta = load_model(weights)
+        # the network's fields come from the weights; the tracking ones from the caller or the
+        # current defaults (never from the weights' meta, so improving a default needs no retraining)
+        tracking = ("motion_sigma", "local_window", "max_aspect", "confidence_threshold", "size_lr",
+                    "update_interval", "update_threshold", "min_size")
+        chosen = settings or STARKSettings()
+        self.settings = replace(net.settings, **{**{k: getattr(chosen, k) for k in tracking}, **overrides})
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.stride = LAYERS[self.settings.feature_layer].stride
+
+    # the steps of one frame ----------------------------------------------------------------------------
+
+    def region(self, scale: float = 1.0) -> np.ndarray:
+        """``(width, height)`` in frame pixels of the region a crop covers: the template's context
+        region (side ``context_size(w, h)``) times ``scale``, stretched so that the target looks at
+        most ``max_aspect`` times taller than wide (or wider than tall) in the square crop.
+
+        The training targets' aspect ratios stay within about 1:2; a walking person (1:3) seen
+        through a stretched crop looks like one of them, and boxes map back exactly.
+        """
+        s = self.settings
+        w, h = self.size
+        side = context_size(w, h, s.context) * scale
+        a = h / w
+        r = a / float(np.clip(a, 1.0 / s.max_aspect, s.max_aspect))   # region height / width
+        return np.array([side / np.sqrt(r), side * np.sqrt(r)])
+
+    def crop_search(self, image: np.ndarray) -> np.ndarray:
+        """The search crop around the last centre, ``S_x/S_z`` times the template's region:
+        ``(S_x, S_x, 3)`` uint8 (also sets ``search_region`` and ``search_box``)."""
+        s = self.settings
+        self.search_region = self.region(s.search_size / s.template_size)
+        self.search_side = float(np.sqrt(np.prod(self.search_region)))
+        self.search_box = cxcywh_to_xywh([*self.centre, *self.search_region])
+        return crop_and_resize(image, self.centre, tuple(self.search_region), s.search_size, pad_value=self.pad)
+
+    def crop_template(self, image: np.ndarray) -> np.ndarray:
+        """The template crop around the current box: ``(S_z, S_z, 3)`` uint8."""
+        s = self.settings
+        return crop_and_resize(image, self.centre, tuple(self.region()), s.template_size, pad_value=self.pad)
+
+    @torch.no_grad()
+    def predict(self, crop: np.ndarray) -> dict:
+        """Run the network on one search crop against the templates: corners, heat maps, attention."""
+        out = self.net.encode(self.z_tokens, to_tensor(crop, self.device))
+        logits = out["logits"][0]
+        P = torch.softmax(logits.flatten(1), dim=1).reshape_as(logits)
+        return {"corners": out["corners"][0].cpu().numpy().astype(np.float64),
+                "heatmaps": P.cpu().numpy(),
+                "attention": out["attention"][-1][0].mean(0).cpu().numpy()}
+
+    def peak_mass(self, heatmaps: np.ndarray) -> float:
+        """Confidence: the probability within one cell of each heat map's peak, averaged over the two."""
+        masses = []
+        for P in heatmaps:
+            i, j = np.unravel_index(int(np.argmax(P)), P.shape)
+            masses.append(float(P[max(i - 1, 0):i + 2, max(j - 1, 0):j + 2].sum()))
+        return float(np.mean(masses))
+
+    def localise(self, heatmaps: np.ndarray, last_corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Corners from the heat maps, with a motion prior and a local soft-argmax.
+
+        The soft-argmax of a heat map with two modes (a look-alike, a second plausible corner)
+        lands between them, on neither. So each map is first multiplied by a Gaussian around the
+        last frame's corner (std ``motion_sigma`` × the last box's size: SiamFC's cosine window in
+        probabilistic form), then the expectation is taken within ``local_window`` cells of the
+        mode only.
+
+        Args:
+            heatmaps: ``(2, H, W)`` corner probabilities (top-left, bottom-right).
+            last_corners: ``(4,)`` the last box's ``(x1, y1, x2, y2)`` in this crop's pixels.
+        Returns:
+            ``(corners (4,) in crop pixels, posterior maps (2, H, W))``.
+        """
+        s = self.settings
+        xs = self.net.head.xs.cpu().numpy().astype(np.float64)
+        ys = self.net.head.ys.cpu().numpy().astype(np.float64)
+        size = np.sqrt(max(last_corners[2] - last_corners[0], 1.0) * max(last_corners[3] - last_corners[1], 1.0))
+        corners, posts = [], []
+        for P, (cx, cy) in zip(heatmaps.astype(np.float64), last_corners.reshape(2, 2)):
+            if s.motion_sigma > 0:
+                sig = s.motion_sigma * size
+                P = P * np.exp(-((ys[:, None] - cy) ** 2 + (xs[None, :] - cx) ** 2) / (2 * sig * sig))
+            P = P / max(P.sum(), 1e-300)
+            posts.append(P)
+            if s.local_window >= 0:
+                i, j = np.unravel_index(int(np.argmax(P)), P.shape)
+                k = s.local_window
+                P = np.zeros_like(P) + np.pad(P[max(i - k, 0):i + k + 1, max(j - k, 0):j + k + 1],
+                                              ((max(i - k, 0), P.shape[0] - min(i + k + 1, P.shape[0])),
+                                               (max(j - k, 0), P.shape[1] - min(j + k + 1, P.shape[1]))))
+                P = P / max(P.sum(), 1e-300)
+            corners += [float((P.sum(0) * xs).sum()), float((P.sum(1) * ys).sum())]
+        return np.array(corners), np.stack(posts)
+
+    def corner_attention_maps(self, corners: np.ndarray, attention: np.ndarray) -> np.ndarray:
+        """Attention from the search tokens at the two corners to the template tokens: ``(2, T, h_z, w_z)``."""
+        hz, wz = self.net.z_grid
+        nz = self.n_templates * hz * wz
+        Hx, Wx = self.net.x_grid
+        xs = self.net.head.xs.cpu().numpy()
+        maps = []
+        for x, y in corners.reshape(2, 2):
+            i, j = int(np.argmin(np.abs(xs - y))), int(np.argmin(np.abs(xs - x)))
+            row = attention[nz + i * Wx + j, :nz]
+            maps.append(row.reshape(self.n_templates, hz, wz))
+        return np.stack(maps).astype(np.float32)
+
+    def frame_record(self) -> dict:
+        """What :func:`draw_stark_frame` draws, for the last frame (copies, safe to keep)."""
+        xs = self.net.head.xs.cpu().numpy()
+        zc = _cell_centres(self.net.z_grid[0], self.settings.feature_layer).numpy()
+        half = self.stride / 2.0
+        return {"frame": self.frame, "search_crop": self.search_crop.copy(), "heatmaps": self.heatmaps.copy(),
+                "corners": self.corners.copy(), "corner_attention": self.corner_attention.copy(),
+                "templates": self.templates.copy(), "confidence": self.confidence, "box": self.box.copy(),
+                "heat_extent": (xs[0] - half, xs[-1] + half, xs[-1] + half, xs[0] - half),
+                "template_extent": (zc[0] - half, zc[-1] + half, zc[-1] + half, zc[0] - half)}
+
+    def _set_templates(self, crops: list[np.ndarray]) -> None:
+        self.templates = np.stack(crops)
+        self.n_templates = len(crops)
+        with torch.no_grad():
+            z = to_tensor(self.templates, self.device)[None]          # (1, T, 3, S_z, S_z)
+            self.z_tokens = self.net.template_tokens(z)
+
+    # the interface ---------------------------------------------------------------------------------------
+
+    def init(self, image: np.ndarray, box) -> None:
+        """Cut the template around ``box`` (it also starts as the dynamic template)."""
+        image = check_image(image, "image")
+        box = check_init_box(box, image.shape)
+        s = self.settings
+        cx, cy, w, h = xywh_to_cxcywh(box)
+        self.centre, self.size = np.array([cx, cy]), np.array([w, h])
+        self.pad = image[::4, ::4].reshape(-1, 3).mean(0)
+        self.image_shape = image.shape
+        z = self.crop_template(image)
+        self.first_template = z
+        self._set_templates([z] * s.templates)
+        self.box = np.asarray(box, dtype=np.float64).copy()
+        self.frame = 0
+        self.confidence = None
+        self.heatmaps = self.attention = self.corner_attention = self.corners = None
+
+    def update(self, image: np.ndarray) -> np.ndarray:
+        """Search around the last position; return the new ``(x, y, w, h)``."""
+        image = check_image(image, "image")
+        s = self.settings
+        self.frame += 1
+        self.search_crop = self.crop_search(image)
+        out = self.predict(self.search_crop)
+        self.heatmaps, self.attention = out["heatmaps"], out["attention"]
+        region = tuple(self.search_region)
+        last = image_to_crop(self.box, self.centre, region, s.search_size)
+        self.corners, self.posterior = self.localise(self.heatmaps, np.r_[last[:2], last[:2] + last[2:]])
+        self.corner_attention = self.corner_attention_maps(self.corners, self.attention)
+        self.confidence = self.peak_mass(self.heatmaps)
+
+        x1, y1, x2, y2 = self.corners
+        crop_box = np.array([x1, y1, max(x2 - x1, 1.0), max(y2 - y1, 1.0)])
+        found = crop_to_image(crop_box, self.centre, region, s.search_size)
+        if self.confidence >= s.confidence_threshold:
+            fc = xywh_to_cxcywh(found)
+            self.centre = fc[:2]
+            self.size = np.maximum((1 - s.size_lr) * self.size + s.size_lr * fc[2:], s.min_size)
+        self.box = clip_box(cxcywh_to_xywh([*self.centre, *self.size]), self.image_shape, s.min_size)
+        self.centre, self.size = xywh_to_cxcywh(self.box)[:2], xywh_to_cxcywh(self.box)[2:]
+
+        if (s.templates > 1 and self.frame % s.update_interval == 0
+                and self.confidence >= s.update_threshold):
+            z = self.crop_template(image)
+            self._set_templates([self.first_template, z])
+        return self.box.copy()
+
+
+# --- drawing ----------------------------------------------------------------------------------------------
+
+def draw_stark_frame(record: dict, frame: int | None = None):
+    """One tracked frame as notebook 11 shows it: the search crop with the predicted box and both
+    corner heat maps, and the attention from each predicted corner to the templates.
+
+    Args:
+        record: ``{"search_crop", "heatmaps", "corners", "corner_attention", "templates",
+            "confidence"}`` as a :class:`STARKTracker` exposes them after ``update`` (values for one
+            frame), optionally ``"frame"``.
+        frame: shown in the title (default ``record.get("frame")``).
+    Returns:
+        the matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+    from .attention import plot_query_attention
+    crop = record["search_crop"]
+    S = crop.shape[0]
+    H = record["heatmaps"]
+    att = record["corner_attention"]                      # (2, T, hz, wz)
+    T = att.shape[1]
+    fig, axes = plt.subplots(1, 2 + 2 * T, figsize=(2.5 * (2 + 2 * T), 2.9))
+    x1, y1, x2, y2 = record["corners"]
+    ax = axes[0]
+    ax.imshow(crop, extent=(0, S, S, 0))
+    ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="#ff1744", lw=2))
+    ax.plot([x1, x2], [y1, y2], "o", color="cyan", ms=6)
+    ax.set_title(f"search region, frame {record.get('frame', frame) if frame is None else frame}\n"
+                 f"confidence {record['confidence']:.2f}", fontsize="small")
+    ax = axes[1]
+    ax.imshow(crop, extent=(0, S, S, 0))
+    heat = H.max(0) / (H.max() + 1e-12)
+    ax.imshow(heat, extent=record.get("heat_extent", (0, S, S, 0)), cmap="inferno", alpha=0.65)
+    ax.set_title("corner heat maps (both)", fontsize="small")
+    names = ("top-left", "bottom-right")
+    for k in range(2):
+        for t in range(T):
+            ax = axes[2 + k * T + t]
+            w = att[k, t]
+            plot_query_attention(record["templates"][t], w, ax=ax, alpha=0.6,
+                                 extent=record.get("template_extent"), vmax=float(att[k].max()))
+            kind = "first" if t == 0 else "dynamic"
+            ax.set_title(f"{names[k]} → {kind} template\n(sum {w.sum():.2f})", fontsize="small")
+    for ax in axes:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return fig

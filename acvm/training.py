@@ -1,0 +1,470 @@
+"""The training pipeline every learned tracker shares: data sources, the pair sampler, batches, ``fit``.
+
+A learned tracker plugs three things into it (DEVELOPING.md, "Training pipeline"):
+
+1. a **sample function** ``sample(rng) -> dict[str, np.ndarray]`` that makes one training example
+   from a ``numpy.random.Generator``. :class:`PairSampler` is the one the Siamese trackers use:
+   a template crop and a search crop of the same target, ``Δ ≤ max_gap`` frames apart, with
+   scale, stretch, shift and colour jitter, cut with :func:`acvm.boxes.crop_and_resize`;
+2. a **model** (any ``torch.nn.Module``);
+3. a **loss** ``loss_fn(model, batch) -> scalar tensor``, where ``batch`` holds the sample
+   function's arrays stacked into tensors (``batch["x"]`` is ``(B, 3, S, S)`` and so on).
+
+:func:`batches` turns the sample function into an endless stream of batches, generated in
+``DataLoader`` worker processes when ``workers > 0`` (the prototype spent 46 % of its training
+time making data in the main process); :func:`fit` runs the optimiser with a progress bar,
+checkpoints every ``checkpoint_every`` steps, resumes from a checkpoint, and returns the loss
+history. :func:`save_weights` / :func:`load_weights` write and read the shipped file
+``{"state_dict": ..., "meta": {...}}`` that ``torch.load(weights_only=True)`` accepts.
+
+Data sources (what ``acvm train NAME --data ...`` takes): ``"synthetic"`` (sequences made on the
+fly by :mod:`acvm.synth`, the default) and folders of real sequences in OTB, VOT or GOT-10k
+layout (a folder holding sequence folders counts as all of them); see :func:`make_sources`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .boxes import context_size, crop_and_resize, image_to_crop, xywh_to_cxcywh
+
+__all__ = [
+    "SyntheticSource", "FolderSource", "make_sources", "PairSettings", "PairSampler",
+    "colour_jitter", "batches", "collate", "FitResult", "fit", "default_device", "seed_everything",
+    "save_weights", "load_weights", "training_meta",
+]
+
+
+# --- data sources ------------------------------------------------------------------------------
+
+class SyntheticSource:
+    """Synthetic sequences made on the fly (:func:`acvm.synth.make_sequence`), a fresh one per draw.
+
+    Frames are rendered only when indexed, so drawing a sequence and reading two of its frames
+    costs two renders. ``kwargs`` go to ``make_sequence`` (``size``, ``occlusion``, ...); by
+    default occlusion and distractors appear at random in half of the sequences.
+    """
+
+    name = "synthetic"
+
+    def __init__(self, n_frames: int = 100, **kwargs):
+        self.n_frames = n_frames
+        self.kwargs = kwargs
+
+    def sequence(self, rng: np.random.Generator):
+        """A new synthetic sequence (``len``, ``[i]`` -> frame, ``.boxes``, ``.masks``)."""
+        from .synth import make_sequence
+        kw = dict(self.kwargs)
+        kw.setdefault("occlusion", bool(rng.random() < 0.5))
+        kw.setdefault("distractor", bool(rng.random() < 0.5))
+        return make_sequence(seed=int(rng.integers(2 ** 31)), n_frames=self.n_frames, **kw)
+
+    def __repr__(self) -> str:
+        return "synthetic"
+
+
+class FolderSource:
+    """Real sequences from folders (OTB, VOT or GOT-10k layout), loaded once, frames read on demand.
+
+    Frames whose ground truth is missing (NaN rows) are never drawn.
+    """
+
+    def __init__(self, paths: Iterable[str | os.PathLike]):
+        from .data import list_sequences, load_sequence
+        self.sequences = []
+        for p in paths:
+            p = Path(p)
+            inner = list_sequences(p) if p.is_dir() and not _is_sequence_dir(p) else []
+            for q in inner or [p]:
+                self.sequences.append(load_sequence(q))
+        if not self.sequences:
+            raise ValueError(f"no sequences found in {list(paths)}")
+        self.name = ",".join(s.name for s in self.sequences)
+
+    def sequence(self, rng: np.random.Generator):
+        """One of the loaded sequences, chosen with probability proportional to its length."""
+        lengths = np.array([len(s) for s in self.sequences], dtype=np.float64)
+        return self.sequences[int(rng.choice(len(self.sequences), p=lengths / lengths.sum()))]
+
+    def __repr__(self) -> str:
+        return f"folders({self.name})"
+
+
+def _is_sequence_dir(p: Path) -> bool:
+    return any((p / n).is_file() for n in ("groundtruth_rect.txt", "groundtruth.txt"))
+
+
+def make_sources(data: Iterable[str] | str | None) -> list:
+    """Turn ``--data`` arguments into sources: ``None`` or ``"synthetic"`` -> :class:`SyntheticSource`,
+    anything else a folder (of one sequence, or of many) -> one :class:`FolderSource` for all of them."""
+    if data is None:
+        return [SyntheticSource()]
+    items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    sources, folders = [], []
+    for d in items:
+        if str(d) == "synthetic":
+            sources.append(SyntheticSource())
+        else:
+            folders.append(d)
+    if folders:
+        sources.append(FolderSource(folders))
+    return sources or [SyntheticSource()]
+
+
+# --- the pair sampler ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PairSettings:
+    """How :class:`PairSampler` cuts a training pair (SiamFC's choices by default)."""
+
+    template_size: int = 127     # side of the exemplar crop z in pixels
+    search_size: int = 255       # side of the search crop x in pixels
+    context: float = 0.5         # context margin p = context·(w + h) around the target
+    max_gap: int = 50            # Δ: largest frame distance between template and search frame
+    scale_jitter: float = 0.05   # search crop side × exp(U(-s, s)): the target's size varies
+    stretch: float = 0.05        # extra independent jitter of width and height (aspect change)
+    shift: float = 16.0          # target centre moved up to this many crop pixels from x's centre
+    colour: float = 0.1          # strength of the per-channel gain and brightness jitter
+    grey: float = 0.05           # probability of turning both crops grey-scale
+    min_size: float = 8.0        # frames whose target is smaller than this (w or h, pixels) are skipped
+
+
+def colour_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Random per-channel gain and a brightness offset: ``H×W×3`` uint8 -> ``H×W×3`` uint8.
+
+    ``out = image · (1 + N(0, s)) + N(0, 40 s)``, clipped to [0, 255]; ``strength = 0`` returns
+    the image unchanged.
+    """
+    if strength <= 0:
+        return image
+    gain = 1.0 + rng.normal(0.0, strength, size=3)
+    offset = rng.normal(0.0, 40.0 * strength)
+    return np.clip(image.astype(np.float32) * gain.astype(np.float32) + np.float32(offset), 0, 255).astype(np.uint8)
+
+
+class PairSampler:
+    """Make Siamese training pairs from a list of sources: ``sampler(rng) -> dict`` of arrays.
+
+    One call draws a source, a sequence, a template frame ``t`` and a search frame ``u`` with
+    ``|u - t| ≤ max_gap``, and returns
+
+    * ``"z"``: the template crop, ``(3, S_z, S_z)`` float32 in [0, 1] (CHW, ready for the backbone);
+    * ``"x"``: the search crop, ``(3, S_x, S_x)`` float32 in [0, 1];
+    * ``"z_box"``, ``"x_box"``: the target's ``(x, y, w, h)`` in crop pixels, ``(4,)`` float32;
+    * ``"x_mask"``: the target's mask in the search crop, ``(S_x, S_x)`` float32 in {0, 1},
+      only when the source has masks (synthetic) and ``masks=True``;
+    * ``"gap"``: ``Δ = u - t`` as a ``()`` int64.
+
+    The template is cut SiamFC-style around the target with context, side
+    ``context_size(w, h)`` scaled to ``S_z``; the search crop uses the same scale factor times
+    ``S_x / S_z`` (so the target has the same size in both, up to the jitter) and is shifted so
+    the target is up to ``shift`` pixels from its centre.
+
+    Args:
+        sources: objects with ``.sequence(rng)`` (:class:`SyntheticSource`, :class:`FolderSource`).
+        settings: a :class:`PairSettings`.
+        weights: probability of each source (default: equal).
+        masks: return ``"x_mask"`` (every source must then have masks).
+    """
+
+    def __init__(self, sources, settings: PairSettings = PairSettings(), weights=None, masks: bool = False):
+        self.sources = list(sources) if isinstance(sources, (list, tuple)) else [sources]
+        self.settings = settings
+        w = np.ones(len(self.sources)) if weights is None else np.asarray(weights, dtype=np.float64)
+        self.weights = w / w.sum()
+        self.masks = masks
+
+    def _frames(self, seq, rng: np.random.Generator) -> tuple[int, int]:
+        s = self.settings
+        boxes = np.asarray(seq.boxes, dtype=np.float64)
+        ok = np.isfinite(boxes).all(1) & (boxes[:, 2] >= s.min_size) & (boxes[:, 3] >= s.min_size)
+        idx = np.flatnonzero(ok)
+        if idx.size == 0:
+            raise ValueError(f"sequence {getattr(seq, 'name', '?')} has no usable boxes")
+        for _ in range(20):
+            t = int(rng.choice(idx))
+            near = idx[np.abs(idx - t) <= s.max_gap]
+            u = int(rng.choice(near))
+            if u != t or near.size == 1:
+                return t, u
+        return t, u
+
+    def __call__(self, rng: np.random.Generator) -> dict:
+        s = self.settings
+        source = self.sources[int(rng.choice(len(self.sources), p=self.weights))]
+        seq = source.sequence(rng)
+        t, u = self._frames(seq, rng)
+        grey = rng.random() < s.grey
+
+        # template: target centred, context included, no jitter (the tracker crops it this way)
+        bz = np.asarray(seq.boxes[t], dtype=np.float64)
+        cz = xywh_to_cxcywh(bz)[:2]
+        side_z = context_size(bz[2], bz[3], s.context)
+        frame_t = seq[t]
+        z = crop_and_resize(frame_t, cz, side_z, s.template_size, pad_value=_mean_colour(frame_t))
+        z_box = image_to_crop(bz, cz, side_z, s.template_size)
+
+        # search: same scale as the template's (times S_x/S_z) with jitter, target off-centre
+        bx = np.asarray(seq.boxes[u], dtype=np.float64)
+        side_x = context_size(bx[2], bx[3], s.context) * s.search_size / s.template_size
+        scale = np.exp(rng.uniform(-s.scale_jitter, s.scale_jitter))
+        stretch = np.exp(rng.uniform(-s.stretch, s.stretch, size=2))
+        size_x = side_x * scale * stretch                       # (w, h) of the crop in frame pixels
+        shift = rng.uniform(-s.shift, s.shift, size=2) * size_x / s.search_size
+        cx = xywh_to_cxcywh(bx)[:2] - shift
+        mask = None
+        if self.masks and hasattr(seq, "frame_and_mask"):
+            frame_u, mask = seq.frame_and_mask(u)
+        else:
+            frame_u = seq[u]
+        x = crop_and_resize(frame_u, cx, (size_x[0], size_x[1]), s.search_size, pad_value=_mean_colour(frame_u))
+        x_box = image_to_crop(bx, cx, (size_x[0], size_x[1]), s.search_size)
+
+        z, x = colour_jitter(z, rng, s.colour), colour_jitter(x, rng, s.colour)
+        if grey:
+            z, x = (np.repeat(im.mean(2, keepdims=True), 3, 2).astype(np.uint8) for im in (z, x))
+        out = {"z": _chw(z), "x": _chw(x), "z_box": z_box.astype(np.float32),
+               "x_box": x_box.astype(np.float32), "gap": np.int64(u - t)}
+        if self.masks:
+            if mask is None:
+                raise ValueError(f"source {source!r} has no masks; use a synthetic source for mask training")
+            m = crop_and_resize(mask.astype(np.float32), cx, (size_x[0], size_x[1]), s.search_size, pad_value=0.0)
+            out["x_mask"] = (m > 0.5).astype(np.float32)
+        return out
+
+
+def _mean_colour(image: np.ndarray) -> np.ndarray:
+    # every 4th pixel gives the padding colour to a grey level, 16 times faster than the full mean
+    return image[::4, ::4].reshape(-1, image.shape[2]).mean(0)
+
+
+def _chw(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+
+
+# --- batches -----------------------------------------------------------------------------------------
+
+def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack a list of sample dicts into one dict of tensors (leading batch axis ``B``)."""
+    return {k: torch.from_numpy(np.stack([np.asarray(s[k]) for s in samples])) for k in samples[0]}
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """Endless batches from ``sample``; each worker draws from its own seeded generator."""
+
+    def __init__(self, sample: Callable, batch_size: int, seed: int, start: int):
+        super().__init__()
+        self.sample, self.batch_size, self.seed, self.start = sample, batch_size, seed, start
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id
+        # seeded by (seed, start step, worker) so a resumed run does not replay the same pairs
+        rng = np.random.default_rng([self.seed, self.start, worker])
+        while True:
+            yield collate([self.sample(rng) for _ in range(self.batch_size)])
+
+
+def batches(sample: Callable[[np.random.Generator], dict], batch_size: int = 8, seed: int = 0,
+            workers: int = 0, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """An endless, seeded stream of batches made by ``sample``.
+
+    Args:
+        sample: ``sample(rng) -> dict[str, np.ndarray]`` (e.g. a :class:`PairSampler`).
+        batch_size: samples per batch ``B``.
+        seed: the stream is a function of ``(seed, start, workers)`` only.
+        workers: ``0`` makes the data in this process; ``n > 0`` in ``n`` DataLoader worker
+            processes while the model trains (the batches then arrive in worker order).
+        start: the step the stream starts at (a resumed run passes its step, so that it sees new data).
+    Yields:
+        dicts of tensors with a leading batch axis: ``batch[k].shape == (B, *sample(rng)[k].shape)``.
+    """
+    stream = _Stream(sample, batch_size, seed, start)
+    if workers <= 0:
+        yield from stream
+        return
+    # spawn, not fork: a child forked after OpenCV's thread pool has run can deadlock in its first cv2 call
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,
+                                         prefetch_factor=2, persistent_workers=False,
+                                         worker_init_fn=_worker_init, multiprocessing_context="spawn")
+    yield from loader
+
+
+def _worker_init(_worker_id: int) -> None:
+    # data workers make numpy arrays; one torch thread each keeps them off the trainer's cores
+    torch.set_num_threads(1)
+    try:
+        import cv2
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+# --- the training loop -------------------------------------------------------------------------------
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else ``cuda`` when available, else ``cpu``."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA) and numpy's global generator."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns."""
+
+    losses: np.ndarray        # (steps,) float64, the loss of every step from step 0 (resumed runs included)
+    steps: int                # the optimiser steps done in total
+    seconds: float            # wall-clock training time, resumed runs added up
+    device: str               # where it ran
+    extra: dict = field(default_factory=dict)
+
+
+def _to_device(batch, device):
+    if isinstance(batch, dict):
+        return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch.to(device) if torch.is_tensor(batch) else batch
+
+
+def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterable | Callable[[int], Iterable], steps: int, *,
+        lr: float = 1e-3, lr_end: float | None = None, weight_decay: float = 1e-4,
+        optimizer: Callable | None = None, clip_grad: float | None = 10.0, seed: int = 0,
+        device: str | torch.device | None = None, checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 500, resume: bool = False, progress: bool = True,
+        callback: Callable | None = None) -> FitResult:
+    """Train ``model`` for ``steps`` optimiser steps: the loop every learned tracker reuses.
+
+    Args:
+        model: any ``nn.Module``; moved to ``device`` and left in train mode.
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor``; ``batch`` is on ``device``.
+        batches: an iterable of batches (dicts of tensors), or ``f(start_step) -> iterable`` (so a
+            resumed run can ask for a fresh stream, e.g. ``lambda s: batches(sampler, start=s)``).
+        steps: total optimiser steps (a resumed run does the remaining ones).
+        lr, lr_end: learning rate, decayed geometrically from ``lr`` to ``lr_end`` (default
+            ``lr / 100``) over the ``steps``; the rate is a function of the step, so resuming
+            continues the schedule exactly.
+        weight_decay: AdamW's decoupled weight decay.
+        optimizer: ``optimizer(params) -> torch.optim.Optimizer`` (default AdamW).
+        clip_grad: clip the gradient norm to this (``None``: no clipping).
+        seed: seeds torch before the model's first step (the data stream has its own seed).
+        device: ``"cpu"``, ``"cuda"`` or ``None`` for :func:`default_device`.
+        checkpoint: file for ``{"state_dict", "optimizer", "step", "losses", "seconds"}``, written
+            every ``checkpoint_every`` steps and at the end.
+        resume: continue from ``checkpoint`` when it exists.
+        progress: show a tqdm bar with the running loss.
+        callback: ``callback(step, loss)`` after every step (e.g. for a live plot).
+    Returns:
+        a :class:`FitResult` with the loss of every step.
+    """
+    dev = default_device(device)
+    seed_everything(seed)
+    model.to(dev).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = optimizer(params) if optimizer else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    lr_end = lr / 100.0 if lr_end is None else lr_end
+    losses: list[float] = []
+    start, seconds_before = 0, 0.0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if resume and ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        model.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+        losses = [float(v) for v in state["losses"][:start]]
+        seconds_before = float(state["seconds"])
+        torch.manual_seed(seed + start)
+    stream = iter(batches(start) if callable(batches) else batches)
+
+    def save(step: int, seconds: float) -> None:
+        if ckpt is None:
+            return
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.with_name(ckpt.name + ".tmp")
+        torch.save({"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                    "losses": torch.tensor(losses, dtype=torch.float64), "seconds": seconds}, tmp)
+        os.replace(tmp, ckpt)  # never leave a half-written checkpoint behind
+
+    from tqdm.auto import tqdm
+    bar = tqdm(total=steps, initial=start, desc="training", disable=not progress, unit="step", leave=False)
+    t0 = time.perf_counter()
+    for step in range(start, steps):
+        rate = lr * (lr_end / lr) ** (step / max(steps - 1, 1))
+        for group in opt.param_groups:
+            group["lr"] = rate
+        batch = _to_device(next(stream), dev)
+        loss = loss_fn(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip_grad)
+        opt.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"the loss became {value} at step {step}; lower the learning rate")
+        losses.append(value)
+        if callback is not None:
+            callback(step, value)
+        bar.update()
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{rate:.1e}")
+        if ckpt is not None and (step + 1) % checkpoint_every == 0:
+            save(step + 1, seconds_before + time.perf_counter() - t0)
+    bar.close()
+    seconds = seconds_before + time.perf_counter() - t0
+    save(steps, seconds)
+    return FitResult(np.asarray(losses, dtype=np.float64), steps, seconds, str(dev))
+
+
+# --- weights files -----------------------------------------------------------------------------------
+
+def training_meta(steps: int, seed: int, data, seconds: float, **extra) -> dict:
+    """The ``meta`` dict stored with shipped weights: command, steps, seed, data, seconds, versions."""
+    meta = {
+        "command": " ".join(["acvm", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("acvm", "__main__.py")
+        else " ".join(sys.argv),
+        "steps": int(steps), "seed": int(seed), "data": [str(d) for d in (data or ["synthetic"])],
+        "seconds": round(float(seconds), 1), "torch": str(torch.__version__), "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+    }
+    meta.update(extra)
+    return meta
+
+
+def save_weights(path: str | os.PathLike, model: torch.nn.Module, meta: dict) -> Path:
+    """Write ``{"state_dict": ..., "meta": meta}`` (CPU tensors) to ``path``; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "meta": meta}, path)
+    return path
+
+
+def load_weights(path: str | os.PathLike, model: torch.nn.Module | None = None) -> dict:
+    """Read a weights file with ``torch.load(weights_only=True)``; load it into ``model`` if given.
+
+    Returns the file's ``meta`` dict. Raises ``FileNotFoundError`` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights at {path}; make them with `acvm train`")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if model is not None:
+        model.load_state_dict(state["state_dict"])
+    return dict(state.get("meta", {}))

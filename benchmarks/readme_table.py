@@ -1,0 +1,26 @@
+"""Print the README's results table (markdown) from an ``acvm bench --json`` file.
+
+    python benchmarks/readme_table.py data/bench/results.json
+"""
+import json
+import sys
+
+import numpy as np
+
+sys.path.insert(0, ".")
+from acvm.evaluation import load_bench, summarise  # noqa: E402
+
+path = sys.argv[1] if len(sys.argv) > 1 else "data/bench/results.json"
+rows = load_bench(path)
+meta = json.load(open(path)).get("meta", {})
+s = summarise(rows)
+ref = s["opencv-csrt"]
+print(f"`{meta.get('command', '')}` ({meta.get('machine', '')}, {meta.get('date', '')})\n")
+print("| tracker | mean AUC | AUC / CSRT | precision@20 | fps | fps / CSRT | VOT accuracy | VOT failures |")
+print("|---|---|---|---|---|---|---|---|")
+for t in sorted(s, key=lambda t: -s[t]["auc"]):
+    r = [x for x in rows if x["tracker"] == t]
+    acc = np.mean([x.get("vot_accuracy", np.nan) for x in r])
+    fails = sum(x.get("vot_failures", 0) for x in r)
+    print(f"| {t} | {s[t]['auc']:.3f} | {s[t]['auc'] / ref['auc']:.2f} | {s[t]['precision20']:.3f} | "
+          f"{s[t]['fps']:.1f} | {s[t]['fps'] / ref['fps']:.2f} | {acc:.3f} | {fails} |")
