@@ -71,6 +71,8 @@ def student_version(nb: nbformat.NotebookNode, name: str = "notebook") -> nbform
     out.cells = cells
     out.nbformat, out.nbformat_minor = 4, 4
     out.metadata.pop("widgets", None)
+    # name the kernel, or JupyterLab may ask which one to start when a student opens the notebook
+    out.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     return out
 
 

@@ -1,0 +1,116 @@
+"""ATOM against SiamFC, the untrained control and OpenCV's CSRT, on the six real sequences.
+
+Targets (issue 5), one-pass evaluation, means over the sequences, every tracker run on the same
+decoded frames one after another so that the speed ratio is fair on a busy machine:
+
+* ``atom``: mean success AUC above ``siamfc``'s, at >= 0.1x ``opencv-csrt``'s frames per second;
+* report ``atom``'s AUC as a ratio to ``opencv-csrt``'s, and the untrained control
+  (``atom`` with a random backbone and no IoU-Net, ``weights="random"``) next to it.
+
+The ATOM defaults were chosen on synthetic sequences (``--synthetic N`` runs the same comparison
+on N of them, seeds 200..), never on the six real ones.
+
+    .venv/bin/python benchmarks/atom_trackers.py [--sequences DIR...] [--synthetic 6] [--json out.json]
+                                                 [--trackers "atom,atom (no IoU-Net),siamfc"]
+
+Exits with status 1 when a target is missed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from acvm.data import list_sequences, load_sequence, sequences_dir
+from acvm.evaluation import run_ope
+from acvm.tracker import available_trackers, make_tracker
+
+TRACKERS = {
+    "atom": lambda: make_tracker("atom"),
+    "atom (untrained)": lambda: make_tracker("atom", weights="random"),
+    "atom (no IoU-Net)": lambda: make_tracker("atom", use_iounet=False),
+    "siamfc": lambda: make_tracker("siamfc"),
+    "opencv-csrt": lambda: make_tracker("opencv-csrt"),
+}
+DEFAULT = ["atom", "atom (untrained)", "siamfc", "opencv-csrt"]
+
+
+class InMemory:
+    """A sequence with its frames decoded once, so that every tracker sees identical input quickly."""
+
+    def __init__(self, seq, name: str | None = None):
+        self.name, self.boxes = name or seq.name, np.asarray(seq.boxes)
+        self.frames = [seq[i] for i in range(len(seq))]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i):
+        return self.frames[i]
+
+
+def evaluate(sequences, trackers: dict) -> list[dict]:
+    rows = []
+    for seq in sequences:
+        for name, make in trackers.items():
+            res = run_ope(make(), seq, name=name)
+            rows.append({"tracker": name, "sequence": seq.name, "auc": res.auc, "precision20": res.precision20,
+                         "fps": res.fps, "frames": len(seq)})
+            print(f"  {name:17s} {seq.name:14s} AUC {res.auc:.3f}  prec {res.precision20:.3f}  {res.fps:6.1f} fps",
+                  flush=True)
+    return rows
+
+
+def summary(rows: list[dict]) -> dict[str, dict[str, float]]:
+    out = {}
+    for name in dict.fromkeys(r["tracker"] for r in rows):
+        mine = [r for r in rows if r["tracker"] == name]
+        out[name] = {k: float(np.mean([r[k] for r in mine])) for k in ("auc", "precision20", "fps")}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sequences", nargs="*", default=None, help="sequence folders (default: the shared six)")
+    ap.add_argument("--synthetic", type=int, default=0, help="also run on this many synthetic sequences")
+    ap.add_argument("--trackers", default=",".join(DEFAULT), help=f"comma-separated, from: {', '.join(TRACKERS)}")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    names = [t.strip() for t in args.trackers.split(",") if t.strip()]
+    trackers = {k: TRACKERS[k] for k in names if not k.startswith("opencv-") or k in available_trackers()}
+    paths = args.sequences if args.sequences else list_sequences(sequences_dir())
+    real = [InMemory(load_sequence(p)) for p in paths]
+    rows = evaluate(real, trackers)
+    result = {"real": summary(rows), "rows": rows}
+    if args.synthetic:
+        from acvm.synth import make_sequence
+        synth = [InMemory(make_sequence(seed=200 + k, n_frames=100, occlusion=k % 3 == 1, distractor=k % 3 == 2),
+                          f"synth{200 + k}") for k in range(args.synthetic)]
+        result["synthetic"] = summary(evaluate(synth, trackers))
+    print()
+    for part in ("real", "synthetic"):
+        if part in result:
+            print(f"{part}: mean over sequences")
+            for name, s in result[part].items():
+                print(f"  {name:17s} AUC {s['auc']:.3f}  precision@20 {s['precision20']:.3f}  {s['fps']:6.1f} fps")
+    s = result["real"]
+    if "atom" not in s or "siamfc" not in s:
+        return 0
+    ok = s["atom"]["auc"] > s["siamfc"]["auc"]
+    if "opencv-csrt" in s:
+        csrt = s["opencv-csrt"]
+        speed = s["atom"]["fps"] / csrt["fps"]
+        ok &= speed >= 0.1
+        print(f"atom: AUC {s['atom']['auc']:.3f} = {s['atom']['auc'] / csrt['auc']:.2f}x opencv-csrt's "
+              f"({csrt['auc']:.3f}); speed {speed:.2f}x csrt's ({csrt['fps']:.1f} fps)")
+    print(f"targets (atom AUC above siamfc, >= 0.1x csrt's fps): {'met' if ok else 'MISSED'}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

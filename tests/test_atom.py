@@ -1,0 +1,137 @@
+"""acvm.atom: crops against acvm.boxes and numpy's own rotations, label geometry against the
+backbone's receptive fields, the sample memory's weights, and the tracker on a synthetic sequence."""
+import numpy as np
+import pytest
+import torch
+
+from acvm.atom import (ATOMSettings, ATOMTracker, SampleMemory, apply_filter, augmented_crops, crop_coords,
+                       feature_coords, localise, make_labels, response_extent, search_region, warp_crop)
+from acvm.backbone import Backbone, to_tensor
+from acvm.boxes import crop_and_resize, iou
+from acvm.iounet import IoUNet
+from acvm.optim import DCFProblem, leaky_response
+
+
+def _image(seed=0, shape=(120, 160)):
+    return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+
+
+def test_warp_crop_matches_crop_and_resize_numpy_rotations_and_flips():
+    img = _image()
+    centre, side = (70.3, 55.8), 41.0
+    plain = warp_crop(img, centre, side, 41)
+    np.testing.assert_array_equal(plain, crop_and_resize(img, centre, side, 41))
+    # a crop of exactly one pixel per output pixel, centred on a pixel corner
+    straight = warp_crop(img, (80.0, 60.0), 40.0, 40)
+    np.testing.assert_array_equal(straight, img[40:80, 60:100])
+    np.testing.assert_array_equal(warp_crop(img, (80.0, 60.0), 40.0, 40, flip=True), straight[:, ::-1])
+    # a positive angle turns the content clockwise on screen (y points down)
+    np.testing.assert_array_equal(warp_crop(img, (80.0, 60.0), 40.0, 40, angle=90.0), np.rot90(straight, -1))
+
+
+def test_augmented_crops_put_the_target_where_their_centres_say():
+    img = np.zeros((200, 240, 3), np.uint8)
+    box = np.array([100.0, 80.0, 30.0, 24.0])
+    img[88:96, 111:119] = 255  # an 8×8 bright square at the box centre (115, 92)
+    crops, centres = augmented_crops(img, box, ATOMSettings(aug_blur=()))
+    assert crops.shape[1:] == (255, 255, 3) and len(crops) == len(centres) == 1 + 4 + 1 + 4
+    for crop, c in zip(crops, centres):
+        ys, xs = np.nonzero(crop[..., 0] > 128)
+        assert abs(xs.mean() + 0.5 - c[0]) < 1.5 and abs(ys.mean() + 0.5 - c[1]) < 1.5
+
+
+def test_feature_coords_follow_the_backbone_receptive_fields():
+    torch.manual_seed(0)
+    net = Backbone().eval()
+    img = np.full((255, 255, 3), 128, np.uint8)
+    bumped = img.copy()
+    bumped[130, 120] = 255  # crop pixel (120.5, 130.5), far enough from the border
+    with torch.no_grad():
+        a = net.features(to_tensor(img), "conv4")[0].abs().sum(0)
+        b = net.features(to_tensor(bumped), "conv4")[0].abs().sum(0)
+    ys, xs = np.nonzero((a - b).abs().numpy() > 1e-6)
+    fx, fy = feature_coords(np.array([120.5, 130.5]), "conv4")
+    # the cells that see the pixel are centred on its feature coordinate
+    assert abs((xs.min() + xs.max()) / 2 - fx) <= 0.5 and abs((ys.min() + ys.max()) / 2 - fy) <= 0.5
+    np.testing.assert_allclose(crop_coords(feature_coords([[12.0, 200.0]], "conv3"), "conv3"), [[12.0, 200.0]])
+
+
+def test_labels_peak_at_the_centre_and_localise_inverts_them():
+    labels = make_labels(np.array([[100.0, 140.0]]), (64.0, 48.0), (24, 24), "conv4")
+    centre, peak = localise(labels[0], "conv4")
+    np.testing.assert_allclose(centre, [100.0, 140.0], atol=0.3)
+    assert peak == pytest.approx(labels.max())
+    left, right, bottom, top = response_extent((24, 24), "conv4")
+    assert right - left == pytest.approx(24 * 8) and bottom - top == pytest.approx(24 * 8)
+    assert left == pytest.approx(35.5 - 4 - 0.5)  # cell 0's centre is at half the receptive field
+    # on the frame: a 510-pixel search square at (100, 50) doubles everything
+    left2, right2, _, top2 = response_extent((24, 24), "conv4", [100.0, 50.0, 510.0, 510.0])
+    assert right2 - left2 == pytest.approx(2 * 24 * 8) and left2 == pytest.approx(100 + 2 * (35.5 - 4) - 0.5)
+
+
+def test_sample_memory_weights_decay_with_age_and_keep_the_first_frame():
+    x0 = torch.zeros(4, 2, 5, 5)
+    mem = SampleMemory(x0, torch.zeros(4, 5, 5), capacity=8, learning_rate=0.2, init_min_weight=0.5)
+    for k in range(10):
+        mem.add(torch.full((2, 5, 5), float(k + 1)), torch.zeros(5, 5))
+    g = mem.gamma[: mem.size]
+    assert mem.size == 8 and float(g.sum()) == pytest.approx(1.0)
+    assert float(g[:4].sum()) == pytest.approx(0.5)  # the first frame's share is held at its minimum
+    later = g[4:].numpy()
+    ages = 10 - mem.x[4:, 0, 0, 0].numpy()          # sample k+1 was added k steps before the last
+    order = np.argsort(ages)
+    assert np.all(np.diff(later[order]) < 0)        # older samples weigh less
+    np.testing.assert_allclose(later[order][1:] / later[order][:-1], 0.8, rtol=1e-6)
+    assert set(mem.x[4:, 0, 0, 0].tolist()) == {7.0, 8.0, 9.0, 10.0}  # the oldest were replaced
+
+
+def test_apply_filter_is_the_problems_response():
+    rng = np.random.default_rng(4)
+    x = torch.tensor(rng.normal(size=(3, 4, 9, 9)), dtype=torch.float32)
+    problem = DCFProblem(x, np.zeros((3, 9, 9)), 5, activation=lambda s: leaky_response(s, 0.05))
+    w = torch.tensor(rng.normal(size=problem.n), dtype=torch.float32)
+    torch.testing.assert_close(apply_filter(x, problem.filter(w)), problem.response(w))
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    from acvm.synth import make_sequence
+    return make_sequence(seed=3, n_frames=25, speed=1.5, occlusion=False, distractor=False)
+
+
+def test_tracker_follows_a_synthetic_target_and_exposes_its_views(synthetic):
+    torch.manual_seed(0)
+    tracker = ATOMTracker(model=IoUNet(), use_iounet=True, seed=0)
+    tracker.init(synthetic[0], synthetic.boxes[0])
+    losses = tracker.init_result.losses
+    assert losses[-1] < 0.3 * losses[0]  # the first-frame Gauss–Newton fit did its job
+    boxes = [tracker.update(synthetic[i]) for i in range(1, len(synthetic))]
+    assert all(b.shape == (4,) and b.dtype == np.float64 and np.isfinite(b).all() for b in boxes)
+    assert tracker.response.shape == (24, 24) and isinstance(tracker.confidence, float)
+    assert tracker.proposals.shape == (10, 4) and tracker.proposal_history.shape == (6, 10, 4)
+    centres_ok = np.mean(iou(np.array(boxes), synthetic.boxes[1:]) > 0.3)
+    assert centres_ok > 0.8  # even random features and a random IoU head keep a slow target
+
+
+def test_tracker_rejects_bad_input_naming_the_argument(synthetic):
+    tracker = ATOMTracker(model=IoUNet())
+    with pytest.raises(ValueError, match="initial box"):
+        tracker.init(synthetic[0], [10, 10, 0, 5])
+    with pytest.raises(ValueError, match="image"):
+        tracker.init(np.zeros((5, 5, 2)), [1, 1, 3, 3])
+
+
+def test_search_region_is_siamfc_context_scaled_to_the_search_crop():
+    centre, side = search_region([10.0, 20.0, 40.0, 20.0])
+    np.testing.assert_allclose(centre, [30.0, 30.0])
+    assert side == pytest.approx(np.sqrt(70 * 50) * 255 / 127)
+
+
+def test_untrained_control_is_registered_and_skips_iounet(synthetic):
+    from acvm.tracker import make_tracker
+    tracker = make_tracker("atom", weights="random", seed=1)
+    assert isinstance(tracker, ATOMTracker) and not tracker.settings.use_iounet
+    tracker.init(synthetic[0], synthetic.boxes[0])
+    box = tracker.update(synthetic[1])
+    np.testing.assert_allclose(box[2:], synthetic.boxes[0][2:])  # no IoU-Net: the size stays
+    assert tracker.proposals is None
