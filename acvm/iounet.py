@@ -376,7 +376,8 @@ def iou_heatmaps(head: IoUHead, head_feat: torch.Tensor, modulation: torch.Tenso
 def draw_iou_heatmaps(maps: dict[str, np.ndarray]):
     """Four panels: predicted and true IoU over shifts, and over sizes; returns the Figure."""
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.3))
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4))
+    fig.subplots_adjust(wspace=0.5)
     d, a = maps["offsets"], maps["log_sizes"]
     panels = [("shift_pred", "predicted IoU, shifted", d, "dx / w", "dy / h"),
               ("shift_true", "true IoU, shifted", d, "dx / w", "dy / h"),
