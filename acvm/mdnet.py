@@ -48,7 +48,7 @@ from .backbone import LAYERS, Backbone, to_tensor
 from .boxes import (as_boxes, clip_box, crop_and_resize, cxcywh_to_xywh, image_to_crop, iou,
                     xywh_to_cxcywh)
 from .roi import prroi_pool
-from .siamrpn import _describe
+from .training import describe_weights as _describe
 from .tracker import Tracker, check_image, check_init_box
 
 __all__ = ["MDNetSettings", "MDNet", "MultiDomainMDNet", "gaussian_samples", "uniform_samples",

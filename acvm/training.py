@@ -468,3 +468,10 @@ def load_weights(path: str | os.PathLike, model: torch.nn.Module | None = None) 
     if model is not None:
         model.load_state_dict(state["state_dict"])
     return dict(state.get("meta", {}))
+
+
+def describe_weights(path, meta: dict) -> str:
+    """How the weights a model started from were made, for the ``init`` entry of its meta."""
+    from pathlib import Path
+    keys = ("steps", "seed", "device", "final_loss")
+    return f"{Path(path).name} ({', '.join(f'{k} {meta[k]}' for k in keys if k in meta)})"
