@@ -44,7 +44,7 @@ from .backbone import LAYERS, Backbone, to_tensor
 from .boxes import crop_and_resize, crop_to_image, cxcywh_to_xywh, image_to_crop, xywh_to_cxcywh
 from .correlation import cosine_window, psr
 from .dcf import fft2, filter_response, filter_terms, wrapped_peak
-from .tracker import Tracker, check_image, check_init_box
+from .tracker import Tracker, check_image, check_init
 
 __all__ = ["D3SSettings", "distance_likelihood", "gem_likelihood", "top_k_similarity", "gim",
            "align_features", "D3SNet", "box_from_mask", "largest_component", "D3STracker",
@@ -417,11 +417,8 @@ class D3STracker(Tracker):
         return crop_to_image(box_in_crop, centre, side, self.settings.crop_size)
 
     def init(self, image, box) -> None:
-        image = check_image(image)
-        box = check_init_box(box, image.shape)
+        image, box, self.centre, self.size = check_init(image, box)
         s = self.settings
-        cx, cy, w, h = xywh_to_cxcywh(box)
-        self.centre, self.size = np.array([cx, cy]), np.array([w, h])
         _, feats = self.extract(image)
         centre, side = self.crop_geometry()
         b = image_to_crop(box, centre, side, s.crop_size)

@@ -32,10 +32,10 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from .boxes import crop_and_resize, cxcywh_to_xywh, xywh_to_cxcywh
+from .boxes import crop_and_resize, cxcywh_to_xywh
 from .correlation import cosine_window, gaussian_label, normalized_cross_correlation, psr, subpixel_peak
 from .features import dcf_features
-from .tracker import Tracker, check_image, check_init_box
+from .tracker import Tracker, check_image, check_init
 
 __all__ = ["NCCSettings", "MOSSESettings", "DCFSettings", "fft2", "filter_terms", "closed_form_filter",
            "filter_response", "wrapped_peak", "mosse_preprocess", "NCCTracker", "MOSSETracker", "DCFTracker",
@@ -223,11 +223,9 @@ class NCCTracker(Tracker):
         self.response: np.ndarray | None = None
 
     def init(self, image, box) -> None:
-        image = check_image(image)
-        box = check_init_box(box, image.shape)
+        image, box, self.centre, self.size = check_init(image, box)
         s = self.settings
-        cx, cy, w, h = xywh_to_cxcywh(box)
-        self.centre, self.size = np.array([cx, cy]), np.array([w, h])
+        w, h = self.size
         # work at a reduced resolution when the target is large: same answer, fewer pixels
         self.factor = min(1.0, float(np.sqrt(s.max_template_area / (w * h))))
         self.tsize = (max(3, int(round(w * self.factor))), max(3, int(round(h * self.factor))))
@@ -287,11 +285,8 @@ class MOSSETracker(Tracker):
                                      pad_value=self._pad))
 
     def init(self, image, box) -> None:
-        image = check_image(image)
-        box = check_init_box(box, image.shape)
+        image, box, self.centre, self.size = check_init(image, box)
         s = self.settings
-        cx, cy, w, h = xywh_to_cxcywh(box)
-        self.centre, self.size = np.array([cx, cy]), np.array([w, h])
         self.window_size = tuple(self.size * (1.0 + s.padding))
         area = min(s.max_patch_area, self.window_size[0] * self.window_size[1])
         _, self.patch_size = _window_geometry(self.window_size, area)
@@ -372,12 +367,9 @@ class DCFTracker(Tracker):
         return feats.astype(np.float64) * self.scale_window[:, None]
 
     def init(self, image, box) -> None:
-        image = check_image(image)
-        box = check_init_box(box, image.shape)
+        image, box, self.centre, self.base_size = check_init(image, box)
         s = self.settings
-        cx, cy, w, h = xywh_to_cxcywh(box)
-        self.centre = np.array([cx, cy])
-        self.base_size = np.array([w, h])
+        w, h = self.base_size
         self.base_window = self.base_size * (1.0 + s.padding)
         self.factor, self.patch_size = _window_geometry(self.base_window, s.window_area, s.cell_size)
         wc, hc = self.patch_size[0] // s.cell_size, self.patch_size[1] // s.cell_size

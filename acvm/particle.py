@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .boxes import cxcywh_to_xywh, xywh_to_cxcywh
-from .tracker import Tracker, check_image, check_init_box
+from .boxes import cxcywh_to_xywh
+from .tracker import Tracker, check_image, check_init
 
 __all__ = ["MotionModel", "random_walk", "nearly_constant_velocity", "predict", "update",
            "effective_sample_size", "resample_multinomial", "resample_systematic",
@@ -321,11 +321,9 @@ class ParticleTracker(Tracker):
                                                np.full(n, self.size[0]), np.full(n, self.size[1])]))
 
     def init(self, image, box) -> None:
-        image = check_image(image)
-        box = check_init_box(box, image.shape)
+        image, box, centre, self.size = check_init(image, box)
         s = self.settings
-        cx, cy, w, h = xywh_to_cxcywh(box)
-        self.size = np.array([w, h])
+        (cx, cy), (w, h) = centre, self.size
         self.rng = np.random.default_rng(s.seed)
         # noise in pixels scales with the target, so one setting suits small and large targets
         scale = s.q * (w + h) / 2.0

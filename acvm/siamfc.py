@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from .backbone import Backbone, output_size, to_tensor
 from .boxes import context_size, crop_and_resize, cxcywh_to_xywh, xywh_to_cxcywh
 from .correlation import cosine_window, xcorr
-from .tracker import Tracker, check_image, check_init_box
+from .tracker import Tracker, check_image, check_init
 
 __all__ = ["SiamFCSettings", "SiamFCNet", "response_labels", "balanced_logistic_loss", "siamfc_loss",
            "target_cells", "train", "SiamFCTracker", "ScoreMapViewer", "WEIGHTS", "TRAIN_STEPS"]
@@ -291,12 +291,9 @@ class SiamFCTracker(Tracker):
     @torch.no_grad()
     def init(self, image: np.ndarray, box) -> None:
         """Cut the exemplar z around ``box`` and keep its embedding φ(z) for the whole sequence."""
-        image = check_image(image, "image")
-        box = check_init_box(box, image.shape)
+        image, box, self.centre, self.size = check_init(image, box)
         s = self.settings
-        cx, cy, w, h = xywh_to_cxcywh(box)
-        self.centre = np.array([cx, cy])
-        self.size = np.array([w, h])
+        w, h = self.size
         self.pad = image[::4, ::4].reshape(-1, 3).mean(0)
         self.z_side = context_size(w, h, s.context)
         self.x_side = self.z_side * s.instance_size / s.exemplar_size

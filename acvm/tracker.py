@@ -20,9 +20,9 @@ from typing import Callable
 
 import numpy as np
 
-from .boxes import as_boxes, box_in_image
+from .boxes import as_boxes, box_in_image, xywh_to_cxcywh
 
-__all__ = ["Tracker", "TRACKERS", "make_tracker", "available_trackers", "check_image", "check_init_box"]
+__all__ = ["Tracker", "TRACKERS", "make_tracker", "available_trackers", "check_image", "check_init_box", "check_init"]
 
 
 class Tracker:
@@ -71,6 +71,19 @@ def check_init_box(box, image_shape, where: str = "initial box") -> np.ndarray:
     if not box_in_image(b, image_shape):
         raise ValueError(f"{where} {tuple(b)} lies outside the {image_shape[1]}×{image_shape[0]} image")
     return b
+
+
+def check_init(image, box) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What every ``init`` starts with: the checked image and box, and the box's centre and size.
+
+    Returns ``(image, box, centre, size)``: the image as ``H×W×3`` uint8 (:func:`check_image`), the
+    box as float64 ``(4,)`` (:func:`check_init_box`), and float64 ``(2,)`` arrays ``[cx, cy]`` and
+    ``[w, h]``.
+    """
+    image = check_image(image)
+    box = check_init_box(box, image.shape)
+    cx, cy, w, h = xywh_to_cxcywh(box)
+    return image, box, np.array([cx, cy]), np.array([w, h])
 
 
 #: name -> "module:Class" (or a callable); the order is the lecture's

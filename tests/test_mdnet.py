@@ -144,13 +144,7 @@ SMALL = dict(target_size=32.0, fc_size=32, n_samples=64, n_pos_init=64, n_neg_in
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the tensors here are small: a second thread only adds waiting, badly so on a busy machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def random_model():
