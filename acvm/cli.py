@@ -87,15 +87,22 @@ def _bench_job(job):
 
 
 def bench(sequences: list[str], trackers: list[str], workers: int = 1, vot: bool = False,
-          progress: bool = True) -> list[dict]:
-    """Run one-pass evaluation of every tracker on every sequence; rows as in ``acvm bench``'s JSON."""
+          progress: bool = True, threads: int | None = None) -> list[dict]:
+    """Run one-pass evaluation of every tracker on every sequence; rows as in ``acvm bench``'s JSON.
+
+    ``threads`` sets torch's threads per run; by default one per worker process when ``workers > 1``
+    (the processes already fill the cores) and torch's own default otherwise.
+    """
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
     from .data import load_sequence
     for s in sequences:  # fail early, naming the folder, before any tracker runs
         load_sequence(s)
     from .tracker import make_tracker
     for t in trackers:
         make_tracker(t)
-    jobs = [(t, s, vot, 1 if workers > 1 else 0) for s in sequences for t in trackers]
+    per_run = threads if threads is not None else (1 if workers > 1 else 0)
+    jobs = [(t, s, vot, per_run) for s in sequences for t in trackers]
     from tqdm.auto import tqdm
     bar = tqdm(total=len(jobs), desc="acvm bench", disable=not progress, unit="run")
     rows = []
@@ -133,7 +140,10 @@ def _cmd_bench(args) -> int:
         _fail("no sequence folders given")
     args.sequences = sequences
     t0 = time.time()
-    rows = bench(args.sequences, trackers, workers=args.workers, vot=args.vot, progress=not args.quiet)
+    if args.threads is not None and args.threads < 1:
+        _fail(f"--threads must be at least 1, got {args.threads}")
+    rows = bench(args.sequences, trackers, workers=args.workers, vot=args.vot, progress=not args.quiet,
+                 threads=args.threads)
     summary = summarise(rows)
     payload = {
         "meta": {"command": "acvm " + " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -173,7 +183,13 @@ def _cmd_train(args) -> int:
     except (ImportError, AttributeError):
         _fail(f"training for {args.name!r} is not available in this version ({TRAINERS[args.name]})")
     out = args.out or str(Path(__file__).resolve().parent.parent / "data" / "weights" / f"{args.name}.pt")
-    path = train(steps=args.steps, data=args.data, seed=args.seed, out=out, resume=args.resume, device=args.device)
+    extra = {k: v for k, v in (("batch_size", args.batch_size), ("workers", args.workers)) if v is not None}
+    if extra.get("batch_size", 1) < 1:
+        _fail(f"--batch-size must be positive, got {extra['batch_size']}")
+    if extra.get("workers", 0) < 0:
+        _fail(f"--workers must be zero or more, got {extra['workers']}")
+    path = train(steps=args.steps, data=args.data, seed=args.seed, out=out, resume=args.resume, device=args.device,
+                 **extra)
     print(f"weights written to {path}")
     return 0
 
@@ -236,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plot", help="PNG file for the success and precision plots")
     s.add_argument("--workers", type=int, default=1, help="parallel processes (one run per tracker and sequence)")
     s.add_argument("--vot", action="store_true", help="also run VOT-style supervised evaluation (accuracy, failures)")
+    s.add_argument("--threads", type=int, default=None,
+                   help="torch threads per run (default: 1 with --workers > 1, else torch's default)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=_cmd_bench)
 
@@ -248,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="weights file (default data/weights/NAME.pt)")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
     s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    s.add_argument("--batch-size", type=int, default=None, help="samples per step (default: the shipped weights' size)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="processes that make training samples (default: the model's own; 0: in the training process)")
     s.set_defaults(fn=_cmd_train)
 
     s = sub.add_parser("data", help="make data")

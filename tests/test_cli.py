@@ -65,3 +65,45 @@ def test_bench_skips_files_from_a_glob(shared_sequences, tmp_path, capsys):
                  "--trackers", "opencv-mosse", "--json", str(js), "--quiet"]) == 0
     assert "skipping" in capsys.readouterr().err
     assert len(json.loads(js.read_text())["results"]) == 1
+
+
+def test_train_passes_batch_size_and_workers(monkeypatch, tmp_path, capsys):
+    import acvm.siamfc
+    seen = {}
+
+    def fake_train(**kwargs):
+        seen.update(kwargs)
+        return kwargs["out"]
+
+    monkeypatch.setattr(acvm.siamfc, "train", fake_train)
+    out = tmp_path / "w.pt"
+    assert main(["train", "siamfc", "--steps", "7", "--batch-size", "3", "--workers", "0", "--out", str(out)]) == 0
+    assert seen["steps"] == 7 and seen["batch_size"] == 3 and seen["workers"] == 0 and seen["out"] == str(out)
+    seen.clear()
+    assert main(["train", "siamfc", "--out", str(out)]) == 0
+    assert "batch_size" not in seen and "workers" not in seen  # the model's own defaults apply
+    assert f"weights written to {out}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "siamfc", "--batch-size", "0"], "--batch-size must be positive"),
+    (["train", "siamfc", "--workers", "-1"], "--workers must be zero or more"),
+    (["bench", ".", "--trackers", "ncc", "--json", "x.json", "--threads", "0"], "--threads must be at least 1"),
+])
+def test_bad_counts_are_named(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_threads_sets_torch_threads(shared_sequences, tmp_path):
+    import torch
+    from acvm.cli import bench
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        bench([str(shared_sequences / "OTB_Crossing")], ["mosse"], threads=1, progress=False)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
