@@ -8,7 +8,7 @@ decoded frames one after another so that the speed ratio is fair on a busy machi
   (``atom`` with a random backbone and no IoU-Net, ``weights="random"``) next to it.
 
 The ATOM defaults were chosen on synthetic sequences (``--synthetic N`` runs the same comparison
-on N of them, seeds 200..), never on the six real ones.
+on N of them, seeds 10000..), never on the six real ones.
 
     .venv/bin/python benchmarks/atom_trackers.py [--sequences DIR...] [--synthetic 6] [--json out.json]
                                                  [--trackers "atom,atom (no IoU-Net),siamfc"]
@@ -86,8 +86,8 @@ def main() -> int:
     result = {"real": summary(rows), "rows": rows}
     if args.synthetic:
         from acvm.synth import make_sequence
-        synth = [InMemory(make_sequence(seed=200 + k, n_frames=100, occlusion=k % 3 == 1, distractor=k % 3 == 2),
-                          f"synth{200 + k}") for k in range(args.synthetic)]
+        synth = [InMemory(make_sequence(seed=10000 + k, n_frames=100, occlusion=k % 3 == 1, distractor=k % 3 == 2),
+                          f"synth{10000 + k}") for k in range(args.synthetic)]
         result["synthetic"] = summary(evaluate(synth, trackers))
     print()
     for part in ("real", "synthetic"):

@@ -129,9 +129,28 @@ def test_search_region_is_siamfc_context_scaled_to_the_search_crop():
 
 def test_untrained_control_is_registered_and_skips_iounet(synthetic):
     from acvm.tracker import make_tracker
-    tracker = make_tracker("atom", weights="random", seed=1)
+    tracker = make_tracker("atom", weights="random", seed=1, scale_num=1)
     assert isinstance(tracker, ATOMTracker) and not tracker.settings.use_iounet
     tracker.init(synthetic[0], synthetic.boxes[0])
     box = tracker.update(synthetic[1])
-    np.testing.assert_allclose(box[2:], synthetic.boxes[0][2:])  # no IoU-Net: the size stays
+    np.testing.assert_allclose(box[2:], synthetic.boxes[0][2:])  # no IoU-Net, no scale search: the size stays
     assert tracker.proposals is None
+
+
+def test_scale_search_takes_the_best_penalised_peak_and_moves_the_size_towards_it(synthetic):
+    torch.manual_seed(0)
+    s = ATOMSettings(use_iounet=False, scale_num=3, scale_step=1.1, scale_penalty=0.9, scale_lr=0.5,
+                     target_not_found=0.0)
+    tracker = ATOMTracker(s, model=IoUNet())
+    tracker.init(synthetic[0], synthetic.boxes[0])
+    old = tracker.box.copy()
+    box = tracker.update(synthetic[1])
+    factors = np.array([1 / 1.1, 1.0, 1.1])
+    centre, side = search_region(old, s)
+    # each scale's peak is the DCF layer's on a crop of side × factor, cut independently here
+    for f, peak in zip(factors, tracker.scale_peaks):
+        x = tracker._project(tracker.backbone.features(to_tensor(warp_crop(synthetic[1], centre, side * f, 255)), "conv4"))
+        assert float(apply_filter(x, tracker.filter, s).max()) == pytest.approx(peak, rel=1e-4)
+    k = int(np.argmax(tracker.scale_peaks * np.array([0.9, 1.0, 0.9])))
+    np.testing.assert_allclose(box[2:], old[2:] * (0.5 + 0.5 * factors[k]), rtol=1e-9)
+    assert tracker.search_box[2] == pytest.approx(side * factors[k])
