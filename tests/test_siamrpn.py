@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from acvm import rpn
-from acvm.boxes import context_size, image_to_crop, iou, xywh_to_cxcywh
+from acvm.boxes import context_size, cxcywh_to_xywh, image_to_crop, iou, xywh_to_cxcywh
 from acvm.siamrpn import (WEIGHTS, RPNSample, SiamRPN, SiamRPNSettings, SiamRPNTracker, change_penalty,
                           load_model, rpn_loss, search_anchors, stretch_box, stretch_crop, train)
 
@@ -178,7 +178,7 @@ def _frame():
 def test_tracker_decodes_the_chosen_proposal(lr):
     image, start = _frame(), np.array([120.0, 80.0, 40.0, 60.0])
     truth = np.array([131.0, 71.0, 56.0, 48.0])                    # moved, wider and shorter
-    s = SiamRPNSettings(penalty_k=0.0, window_influence=0.0, lr=lr)
+    s = SiamRPNSettings(penalty_k=0.0, window_influence=0.0, lr=lr, calibrate=False)
     side = context_size(40.0, 60.0, 0.5) * 255 / 127
     crop_box = image_to_crop(truth, xywh_to_cxcywh(start)[:2], side, 255)
     tracker = SiamRPNTracker(model=_StubRPN(crop_box), settings=s)
@@ -209,10 +209,33 @@ def test_tracker_penalty_prefers_unchanged_shape():
             return cls, reg
 
     same = image_to_crop([124.0, 80.0, 40.0, 40.0], centre, side, 255)
-    tracker = SiamRPNTracker(model=TwoAnchors(same, anchor=(2, 8, 8)), window_influence=0.0, penalty_k=0.2, lr=1.0)
+    tracker = SiamRPNTracker(model=TwoAnchors(same, anchor=(2, 8, 8)), window_influence=0.0, penalty_k=0.2, lr=1.0,
+                             calibrate=False)
     tracker.init(image, start)
     box = tracker.update(image)
     np.testing.assert_allclose(box, [124.0, 80.0, 40.0, 40.0], atol=1e-3)
+
+
+def test_first_frame_calibration_stops_a_biased_regression_running_away():
+    # regression (issue 7): the trained head proposes a near-fixed multiple of the tracker's own
+    # size (1.5× too wide on OTB's walkers) instead of measuring the target; box smoothing
+    # compounded that factor every frame. The stub proposes, whatever the crop, a box 1.5× as
+    # wide as the first one at the crop's centre: a perfectly static scene
+    image, start = _frame(), np.array([120.0, 60.0, 30.0, 90.0])
+    side = context_size(30.0, 90.0, 0.5) * 255 / 127
+    wide = xywh_to_cxcywh(image_to_crop(start, xywh_to_cxcywh(start)[:2], side, 255))
+    wide[2] *= 1.5
+    for calibrate in (False, True):
+        tracker = SiamRPNTracker(model=_StubRPN(cxcywh_to_xywh(wide), anchor=(4, 8, 8)), calibrate=calibrate, lr=0.5)
+        tracker.init(image, start)
+        for _ in range(10):
+            box = tracker.update(image)
+        if calibrate:
+            np.testing.assert_allclose(tracker.size_bias, [1.5, 1.0], rtol=1e-5)
+            np.testing.assert_allclose(box, start, atol=1e-3)            # nothing moved, nothing changes
+        else:
+            np.testing.assert_allclose(tracker.size_bias, [1.0, 1.0])
+            assert box[2] > 1.5 * start[2]                               # grown past the bias itself
 
 
 def test_tracker_rejects_bad_input(net):
