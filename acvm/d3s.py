@@ -623,7 +623,7 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path | 
     meta = training_meta(steps, seed, data, result.seconds, dim=dim, batch_size=batch_size, lr=lr,
                          crop_size=settings.crop_size, search_factor=settings.search_factor,
                          backbone=source, backbone_frozen=frozen,
-                         final_loss=round(float(np.mean(result.losses[-50:])), 4),
+                         final_loss=round(float(np.mean(result.losses[-50:])), 4), device=result.device,
                          wall_seconds=round(time.perf_counter() - t0, 1))
     path = save_weights(out, net.cpu(), meta)
     out.with_suffix(".ckpt").unlink(missing_ok=True)

@@ -53,6 +53,10 @@ class IoUNetSettings:
     stretch: float = 0.15                # ... and its aspect-ratio jitter
     shift: float = 24.0                  # ... and its target shift in crop pixels
     squeeze: float = 0.5                 # both crops scaled by (e^a, e^−a), a ~ U(±squeeze): elongated targets
+    # whole training sequences stretched and shrunk (acvm.training.stretch_sequence, as STARK trains);
+    # aspect = zoom = 1 did not remove the real-video size bias (issue 5), so the shipped weights use neither
+    aspect: float = 0.0                  # training sequences' h/w × exp(U(±aspect)): pedestrians reach h/w 3
+    zoom: float = 0.0                    # ... and their size × exp(−U(0, zoom)): small, blurry real targets
     batch_size: int = 8                  # pairs per optimiser step
     lr: float = 1e-3                     # AdamW's initial learning rate
 
@@ -192,16 +196,20 @@ class ProposalSampler:
     """
 
     def __init__(self, data=None, settings: IoUNetSettings = IoUNetSettings()):
-        from .training import PairSampler, PairSettings, make_sources
+        from .training import PairSampler, PairSettings, StretchedSource, make_sources
         self.settings = settings
-        self.pairs = PairSampler(make_sources(data), PairSettings(scale_jitter=settings.scale_jitter,
-                                                                  stretch=settings.stretch, shift=settings.shift))
+        # whole sequences are stretched and shrunk before cropping (as STARK's training does), so the
+        # crops keep the tracker's geometry: context margin from the stretched box, blur of a small target
+        pair_settings = PairSettings(scale_jitter=settings.scale_jitter, stretch=settings.stretch, shift=settings.shift)
+        sources = [StretchedSource(src, settings.aspect, settings.zoom, pair_settings.min_size)
+                   for src in make_sources(data)]
+        self.pairs = PairSampler(sources, pair_settings)
 
     def __call__(self, rng: np.random.Generator) -> dict:
         s = self.settings
         pair = self.pairs(rng)
         if s.squeeze > 0:
-            # the synthetic targets have aspect ratios 0.6–1.8; real ones (pedestrians) reach 0.3
+            # the synthetic targets have aspect ratios 0.6–1.8; real ones (pedestrians) reach 3
             a = rng.uniform(-s.squeeze, s.squeeze)
             pair["z"], pair["z_box"] = squeeze_crop(pair["z"], pair["z_box"], a)
             pair["x"], pair["x_box"] = squeeze_crop(pair["x"], pair["x_box"], a)
@@ -255,7 +263,8 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
     backbone_path = Path(backbone) if backbone else WEIGHTS.parent / "siamfc.pt"
     backbone_meta = torch.load(backbone_path, map_location="cpu", weights_only=True).get("meta", {})
     meta = training_meta(steps, seed, data, result.seconds, batch_size=settings.batch_size, lr=settings.lr,
-                         proposals=settings.proposals, workers=workers, device=result.device,
+                         proposals=settings.proposals, squeeze=settings.squeeze, aspect=settings.aspect, zoom=settings.zoom,
+                         workers=workers, device=result.device,
                          final_loss=round(float(np.mean(result.losses[-100:])), 5),
                          backbone={"file": str(backbone_path), "meta": backbone_meta})
     path = save_weights(out, model.eval(), meta)

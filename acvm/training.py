@@ -40,7 +40,7 @@ from .boxes import context_size, crop_and_resize, image_to_crop, xywh_to_cxcywh
 __all__ = [
     "SyntheticSource", "FolderSource", "make_sources", "PairSettings", "PairSampler",
     "colour_jitter", "batches", "collate", "FitResult", "fit", "default_device", "seed_everything",
-    "save_weights", "load_weights", "training_meta",
+    "save_weights", "load_weights", "training_meta", "StretchedSequence", "StretchedSource", "stretch_sequence",
 ]
 
 
@@ -118,6 +118,70 @@ def make_sources(data: Iterable[str] | str | None) -> list:
     if folders:
         sources.append(FolderSource(folders))
     return sources or [SyntheticSource()]
+
+
+# --- elongated and small targets -------------------------------------------------------------------
+
+class StretchedSequence:
+    """A sequence seen through an anisotropic zoom: frames resized by ``(fx, fy)``, boxes alike.
+
+    The synthetic targets' aspect ratios (h/w from 0.55 to 1.8) are narrower than real ones (a
+    walking person is 3 times taller than wide); stretching whole frames widens the range without
+    touching the generator.
+    """
+
+    def __init__(self, seq, fx: float, fy: float):
+        import cv2
+        self.seq = seq
+        h, w = seq[0].shape[:2]
+        self.out_size = (max(1, int(round(w * fx))), max(1, int(round(h * fy))))
+        self.f = np.array([self.out_size[0] / w, self.out_size[1] / h] * 2)   # exact factors after rounding
+        self.boxes = np.asarray(seq.boxes, dtype=np.float64) * self.f
+        self._resize = cv2.resize
+        self.name = f"{getattr(seq, 'name', 'sequence')}_stretched"
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        import cv2
+        return self._resize(self.seq[i], self.out_size, interpolation=cv2.INTER_LINEAR)
+
+
+def stretch_sequence(seq, rng: np.random.Generator, aspect: float = 0.0, zoom: float = 0.0):
+    """``seq`` with its aspect ratio (h/w) changed by ``exp(U(−aspect, aspect))`` and its size by
+    ``exp(−U(0, zoom))`` (small, low-resolution targets like OTB's pedestrians), as a
+    :class:`StretchedSequence`; ``seq`` itself when both are 0 (no random numbers drawn then)."""
+    if aspect <= 0 and zoom <= 0:
+        return seq
+    a = rng.uniform(-aspect, aspect)
+    z = np.exp(-rng.uniform(0.0, zoom))
+    return StretchedSequence(seq, z * np.exp(-a / 2), z * np.exp(a / 2))
+
+
+class StretchedSource:
+    """A source whose every sequence goes through :func:`stretch_sequence` (``.sequence(rng)``).
+
+    A draw that leaves no box with both sides at least ``min_size`` pixels (a small target
+    shrunk further) is drawn again, up to 10 times, then the sequence comes unstretched.
+    """
+
+    def __init__(self, source, aspect: float = 0.0, zoom: float = 0.0, min_size: float = 8.0):
+        self.source, self.aspect, self.zoom, self.min_size = source, aspect, zoom, min_size
+        self.name = getattr(source, "name", "source")
+
+    def sequence(self, rng: np.random.Generator):
+        """A sequence of the wrapped source, stretched and shrunk at random."""
+        seq = self.source.sequence(rng)
+        for _ in range(10):
+            out = stretch_sequence(seq, rng, self.aspect, self.zoom)
+            b = np.asarray(out.boxes, dtype=np.float64)
+            if np.any(np.isfinite(b).all(1) & (b[:, 2] >= self.min_size) & (b[:, 3] >= self.min_size)):
+                return out
+        return seq
+
+    def __repr__(self) -> str:
+        return f"{self.source!r} (aspect ±{self.aspect}, zoom {self.zoom})"
 
 
 # --- the pair sampler ------------------------------------------------------------------------------

@@ -12,6 +12,9 @@ on N of them, seeds 10000..), never on the six real ones.
 
     .venv/bin/python benchmarks/atom_trackers.py [--sequences DIR...] [--synthetic 6] [--json out.json]
                                                  [--trackers "atom,atom (no IoU-Net),siamfc"]
+                                                 [--iounet WEIGHTS] [--size-update-rate R]
+
+``--iounet`` and ``--size-update-rate`` change every ``atom`` variant (to compare IoU-Net weights).
 
 Exits with status 1 when a target is missed.
 """
@@ -27,10 +30,11 @@ from acvm.data import list_sequences, load_sequence, sequences_dir
 from acvm.evaluation import run_ope
 from acvm.tracker import available_trackers, make_tracker
 
+ATOM_OPTIONS: dict = {}   # --iounet, --size-update-rate
 TRACKERS = {
-    "atom": lambda: make_tracker("atom"),
+    "atom": lambda: make_tracker("atom", **ATOM_OPTIONS),
     "atom (untrained)": lambda: make_tracker("atom", weights="random"),
-    "atom (no IoU-Net)": lambda: make_tracker("atom", use_iounet=False),
+    "atom (no IoU-Net)": lambda: make_tracker("atom", use_iounet=False, **ATOM_OPTIONS),
     "siamfc": lambda: make_tracker("siamfc"),
     "opencv-csrt": lambda: make_tracker("opencv-csrt"),
 }
@@ -77,11 +81,18 @@ def main() -> int:
     ap.add_argument("--synthetic", type=int, default=0, help="also run on this many synthetic sequences")
     ap.add_argument("--trackers", default=",".join(DEFAULT), help=f"comma-separated, from: {', '.join(TRACKERS)}")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--iounet", default=None, help="IoU-Net weights for atom (default data/weights/iounet.pt)")
+    ap.add_argument("--size-update-rate", type=float, default=None, help="atom's size_update_rate (default: its own)")
+    ap.add_argument("--no-real", action="store_true", help="skip the real sequences (with --synthetic)")
     args = ap.parse_args()
+    if args.iounet:
+        ATOM_OPTIONS["weights"] = args.iounet
+    if args.size_update_rate is not None:
+        ATOM_OPTIONS["size_update_rate"] = args.size_update_rate
     names = [t.strip() for t in args.trackers.split(",") if t.strip()]
     trackers = {k: TRACKERS[k] for k in names if not k.startswith("opencv-") or k in available_trackers()}
     paths = args.sequences if args.sequences else list_sequences(sequences_dir())
-    real = [InMemory(load_sequence(p)) for p in paths]
+    real = [] if args.no_real else [InMemory(load_sequence(p)) for p in paths]
     rows = evaluate(real, trackers)
     result = {"real": summary(rows), "rows": rows}
     if args.synthetic:
@@ -96,6 +107,9 @@ def main() -> int:
             for name, s in result[part].items():
                 print(f"  {name:17s} AUC {s['auc']:.3f}  precision@20 {s['precision20']:.3f}  {s['fps']:6.1f} fps")
     s = result["real"]
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
     if "atom" not in s or "siamfc" not in s:
         return 0
     ok = s["atom"]["auc"] > s["siamfc"]["auc"]
@@ -106,9 +120,6 @@ def main() -> int:
         print(f"atom: AUC {s['atom']['auc']:.3f} = {s['atom']['auc'] / csrt['auc']:.2f}x opencv-csrt's "
               f"({csrt['auc']:.3f}); speed {speed:.2f}x csrt's ({csrt['fps']:.1f} fps)")
     print(f"targets (atom AUC above siamfc, >= 0.1x csrt's fps): {'met' if ok else 'MISSED'}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
     return 0 if ok else 1
 
 

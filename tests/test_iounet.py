@@ -89,6 +89,47 @@ def test_proposal_sampler_makes_consistent_examples():
     assert sample["ious"].min() >= 0.1
 
 
+
+class _Fixed:
+    """A source of one sequence (a square target) with a known box."""
+
+    def __init__(self, seq):
+        self.seq = seq
+
+    def sequence(self, rng):
+        return self.seq
+
+
+def test_stretched_source_draws_aspect_and_zoom_in_their_ranges():
+    from acvm.synth import make_sequence
+    from acvm.training import StretchedSource, stretch_sequence
+    seq = make_sequence(10400, n_frames=3, size=(160, 120))
+    assert stretch_sequence(seq, np.random.default_rng(0)) is seq   # nothing asked, nothing changed
+    src = StretchedSource(_Fixed(seq), aspect=1.0, zoom=1.0)
+    rng = np.random.default_rng(1)
+    log_aspect, log_size = [], []
+    for _ in range(200):
+        out = src.sequence(rng)
+        fx, fy = out.f[0], out.f[1]
+        log_aspect.append(np.log(fy / fx))
+        log_size.append(np.log(np.sqrt(fx * fy)))
+        np.testing.assert_allclose(out.boxes, np.asarray(seq.boxes) * out.f)
+    # h/w changes by exp(U(-1, 1)) (up to the rounding of the frame size), the size by exp(-U(0, 1))
+    assert -1.05 < min(log_aspect) < -0.8 and 0.8 < max(log_aspect) < 1.05
+    assert -1.05 < min(log_size) < -0.85 and max(log_size) < 0.03
+    assert abs(np.mean(log_aspect)) < 0.15   # symmetric: no preference for wide or tall boxes
+
+
+@pytest.mark.parametrize("settings", [IoUNetSettings(), IoUNetSettings(squeeze=0.0, aspect=1.0)],
+                         ids=["squeezed crops", "stretched sequences"])
+def test_proposal_sampler_sees_elongated_targets(settings):
+    # the synthetic generator's h/w stays within about 0.55..1.8 (0.56..1.58 in these 24 samples
+    # with neither squeeze nor aspect); pedestrians reach 3
+    sampler = ProposalSampler(settings=settings)
+    rng = np.random.default_rng(5)
+    ratios = [s["x_box"][3] / s["x_box"][2] for s in (sampler(rng) for _ in range(24))]
+    assert max(ratios) > 2.0 and min(ratios) < 0.5
+
 def test_train_writes_weights_that_load(tmp_path):
     torch.manual_seed(0)
     from acvm.backbone import Backbone
