@@ -186,11 +186,9 @@ def load_model(path: str | Path | None = None, settings: MDNetSettings = MDNetSe
 
     Raises ``FileNotFoundError`` naming the file when it is missing (``acvm train mdnet`` makes it).
     """
-    path = Path(path) if path else WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"no MDNet weights at {path}; make them with `acvm train mdnet`")
+    from .training import load_weights
     model = MDNet(settings)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+    load_weights(path or WEIGHTS, model, "mdnet")
     return model.eval()
 
 

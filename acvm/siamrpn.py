@@ -336,11 +336,9 @@ def load_model(path: str | Path | None = None, settings: SiamRPNSettings = SiamR
 
     Raises ``FileNotFoundError`` naming the file when it is missing (``acvm train siamrpn`` makes it).
     """
-    path = Path(path) if path else WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"no SiamRPN weights at {path}; make them with `acvm train siamrpn`")
+    from .training import load_weights
     model = SiamRPN(settings)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+    load_weights(path or WEIGHTS, model, "siamrpn")
     return model.eval()
 
 

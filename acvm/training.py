@@ -520,14 +520,15 @@ def save_weights(path: str | os.PathLike, model: torch.nn.Module, meta: dict) ->
     return path
 
 
-def load_weights(path: str | os.PathLike, model: torch.nn.Module | None = None) -> dict:
+def load_weights(path: str | os.PathLike, model: torch.nn.Module | None = None, name: str = "NAME") -> dict:
     """Read a weights file with ``torch.load(weights_only=True)``; load it into ``model`` if given.
 
-    Returns the file's ``meta`` dict. Raises ``FileNotFoundError`` naming the file.
+    Returns the file's ``meta`` dict. Raises ``FileNotFoundError`` naming the file and the
+    ``acvm train <name>`` command that makes it.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no weights at {path}; make them with `acvm train`")
+        raise FileNotFoundError(f"no weights at {path}; make them with `acvm train {name}`")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if model is not None:
         model.load_state_dict(state["state_dict"])

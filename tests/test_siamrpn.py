@@ -11,13 +11,7 @@ from acvm.siamrpn import (WEIGHTS, RPNSample, SiamRPN, SiamRPNSettings, SiamRPNT
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the tensors here are small: a second thread only adds waiting, badly so on a busy machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def net():
