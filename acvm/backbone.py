@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["LayerInfo", "LAYERS", "Backbone", "to_tensor", "output_size", "feature_map",
+__all__ = ["LayerInfo", "LAYERS", "Backbone", "FreezableBackbone", "to_tensor", "output_size", "feature_map",
            "trained_backbone", "receptive_field"]
 
 
@@ -96,6 +96,30 @@ def _conv_block(c_in: int, c_out: int, kernel: int, stride: int, relu: bool) -> 
     if relu:
         parts.append(nn.ReLU(inplace=True))
     return nn.Sequential(*parts)
+
+
+class FreezableBackbone(nn.Module):
+    """Base for a network with a ``self.backbone`` that can be kept as it is while the rest trains.
+
+    ``freeze_backbone()`` stops its gradients and fixes its batch-norm statistics (``train()``
+    keeps it in eval mode afterwards); ``frozen`` says whether it was called.
+    """
+
+    frozen = False
+
+    def freeze_backbone(self):
+        """Keep the backbone (SiamFC's, say) as it is; returns the network."""
+        self.frozen = True
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.backbone.eval()
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
 
 
 class Backbone(nn.Module):

@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import rpn
-from .backbone import Backbone, output_size, to_tensor
+from .backbone import Backbone, FreezableBackbone, output_size, to_tensor
 from .boxes import (clip_box, context_size, crop_and_resize, crop_to_image, cxcywh_to_xywh,
                     xywh_to_cxcywh)
 from .correlation import cosine_window, xcorr_depthwise
@@ -121,7 +121,7 @@ class RPNHead(nn.Module):
         return cls.reshape(b, self.k, 2, h, w), reg.reshape(b, self.k, 4, h, w)
 
 
-class SiamRPN(nn.Module):
+class SiamRPN(FreezableBackbone):
     """Backbone ``φ`` shared by both crops plus the :class:`RPNHead`.
 
     ``model(z, x)`` takes ``(B,3,127,127)`` and ``(B,3,255,255)`` float32 crops in [0, 1] and
@@ -133,22 +133,6 @@ class SiamRPN(nn.Module):
         self.settings = settings
         self.backbone = Backbone()
         self.head = RPNHead(self.backbone.out_channels, settings.hidden, settings.k)
-        self.frozen = False
-
-    def freeze_backbone(self) -> "SiamRPN":
-        """Keep ``φ`` as it is (e.g. SiamFC's) and train the head only: no gradients through the
-        backbone, and its batch statistics stay fixed."""
-        self.frozen = True
-        for p in self.backbone.parameters():
-            p.requires_grad_(False)
-        self.backbone.eval()
-        return self
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.frozen:
-            self.backbone.eval()
-        return self
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """``φ`` of a batch of crops, ``(B,3,S,S)`` -> ``(B,128,S',S')``."""

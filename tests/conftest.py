@@ -35,3 +35,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def overlaps_on_synthetic(tracker, seed: int, n_frames: int) -> list[float]:
+    """IoU with the ground truth in every frame after the first, for ``tracker`` on the synthetic
+    sequence ``acvm.synth.make_sequence(seed, n_frames)``."""
+    from acvm.boxes import iou
+    from acvm.synth import make_sequence
+    seq = make_sequence(seed=seed, n_frames=n_frames)
+    tracker.init(seq[0], seq.boxes[0])
+    return [float(iou(tracker.update(seq[i]), seq.boxes[i])) for i in range(1, len(seq))]

@@ -91,3 +91,31 @@ def test_receptive_field_formula_matches_the_probed_table():
     assert got == [(info.stride, info.receptive_field) for info in LAYERS.values()]
     assert receptive_field([(3, 1), (3, 1)]) == [(1, 3), (1, 5)]       # two 3×3 convs see 5×5
     assert receptive_field([(2, 2), (2, 2), (2, 2)])[-1] == (8, 8)      # non-overlapping poolings tile
+
+
+def test_frozen_backbone_keeps_weights_and_statistics_while_the_rest_learns():
+    import torch.nn as nn
+    from acvm.backbone import Backbone, FreezableBackbone
+
+    class Net(FreezableBackbone):
+        def __init__(self):
+            super().__init__()
+            self.backbone = Backbone()
+            self.head = nn.Conv2d(128, 1, 1)
+
+        def forward(self, x):
+            return self.head(self.backbone(x))
+
+    torch.manual_seed(0)
+    net = Net().freeze_backbone()
+    before = {k: v.clone() for k, v in net.backbone.state_dict().items()}
+    head_before = net.head.weight.detach().clone()
+    net.train()
+    assert net.frozen and not net.backbone.training and net.head.training
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1)
+    net(torch.rand(2, 3, 87, 87)).square().mean().backward()
+    opt.step()
+    for k, v in net.backbone.state_dict().items():   # weights and running statistics alike
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in net.backbone.parameters())
+    assert not torch.equal(net.head.weight, head_before)

@@ -2,6 +2,7 @@
 branches, RoI geometry, and the tracker's update logic (lost -> no new samples)."""
 import numpy as np
 import pytest
+from conftest import overlaps_on_synthetic
 import torch
 
 from acvm.backbone import LAYERS
@@ -223,9 +224,5 @@ def test_missing_weights_name_the_file(tmp_path):
 
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="no trained MDNet weights (acvm train mdnet)")
 def test_trained_tracker_follows_a_synthetic_target():
-    from acvm.synth import make_sequence
-    seq = make_sequence(seed=778, n_frames=30)
-    t = MDNetTracker()
-    t.init(seq[0], seq.boxes[0])
-    overlaps = [float(iou(t.update(seq[i]), seq.boxes[i])) for i in range(1, len(seq))]
+    overlaps = overlaps_on_synthetic(MDNetTracker(), seed=778, n_frames=30)
     assert np.mean(overlaps) > 0.5, overlaps

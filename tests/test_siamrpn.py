@@ -2,6 +2,7 @@
 the change penalty by hand, and the tracker's decoding path with a stub network whose answer we know."""
 import numpy as np
 import pytest
+from conftest import overlaps_on_synthetic
 import torch
 
 from acvm import rpn
@@ -256,9 +257,5 @@ def test_train_writes_loadable_weights(tmp_path):
 
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="no trained SiamRPN weights (acvm train siamrpn)")
 def test_trained_tracker_follows_a_synthetic_target():
-    from acvm.synth import make_sequence
-    seq = make_sequence(seed=777, n_frames=40)
-    tracker = SiamRPNTracker()
-    tracker.init(seq[0], seq.boxes[0])
-    overlaps = [float(iou(tracker.update(seq[i]), seq.boxes[i])) for i in range(1, len(seq))]
+    overlaps = overlaps_on_synthetic(SiamRPNTracker(), seed=777, n_frames=40)
     assert np.mean(overlaps) > 0.5, overlaps
