@@ -12,7 +12,8 @@ import cv2
 __all__ = [
     "as_boxes", "xywh_to_xyxy", "xyxy_to_xywh", "xywh_to_cxcywh", "cxcywh_to_xywh",
     "polygon_to_xywh", "xywh_to_polygon", "iou", "centre_error", "context_size",
-    "crop_and_resize", "crop_to_image", "image_to_crop", "clip_box", "box_in_image",
+    "crop_and_resize", "crop_to_image", "image_to_crop", "clip_box", "box_in_image", "size_bias",
+    "remove_size_bias",
 ]
 
 
@@ -174,3 +175,18 @@ def crop_to_image(boxes, centre, size, out_size) -> np.ndarray:
     b[..., :2] = (b[..., :2] - np.array([ow, oh]) / 2.0) * s + np.asarray(centre, dtype=np.float64)
     b[..., 2:] = b[..., 2:] * s
     return b
+
+
+def size_bias(estimate, truth, limits=(0.5, 2.0)) -> np.ndarray:
+    """The factor ``(2,)`` float64 by which an estimated size ``(w, h)`` is wider and taller than the
+    true size ``(w, h)``, clipped to ``limits`` (a factor beyond them is a failed measurement)."""
+    ratio = np.asarray(estimate, dtype=np.float64) / np.asarray(truth, dtype=np.float64)
+    return np.clip(ratio, *limits)
+
+
+def remove_size_bias(boxes, bias) -> np.ndarray:
+    """Divide the width and height of xywh ``boxes`` ``(..., 4)`` by ``bias`` ``(2,)`` about their
+    centres (the position is not biased): ``(..., 4)`` float64."""
+    c = xywh_to_cxcywh(np.asarray(boxes, dtype=np.float64))
+    c[..., 2:] = c[..., 2:] / np.asarray(bias, dtype=np.float64)
+    return cxcywh_to_xywh(c)

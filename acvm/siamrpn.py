@@ -22,7 +22,10 @@ Training (``acvm train siamrpn``) uses the shared pair sampler and ``fit`` of
 < 0.3 negative, 64 per pair with at most 16 positives), and the loss is the cross-entropy on
 the labelled anchors plus smooth-L1 on the deltas of the positives. Both crops of a pair are
 stretched by one random aspect factor, so that templates as thin as a pedestrian occur. The
-backbone is the trained SiamFC's, kept fixed, so the CPU minutes all go to the head.
+backbone is the trained SiamFC's, kept fixed, so the CPU minutes all go to the head. (Wider
+scale jitter, regression on every anchor near the best one and whole-frame stretching,
+``train(scale_jitter=0.7, relative=0.75, stretch_frames=True)``, make the head measure size
+better but did not track better on the real sequences.)
 """
 from __future__ import annotations
 
@@ -37,8 +40,8 @@ import torch.nn.functional as F
 
 from . import rpn
 from .backbone import Backbone, FreezableBackbone, output_size, to_tensor
-from .boxes import (clip_box, context_size, crop_and_resize, crop_to_image, cxcywh_to_xywh,
-                    xywh_to_cxcywh)
+from .boxes import (clip_box, context_size, crop_and_resize, crop_to_image, cxcywh_to_xywh, iou,
+                    remove_size_bias, size_bias, xywh_to_cxcywh)
 from .correlation import cosine_window, xcorr_depthwise
 from .tracker import Tracker, check_image, check_init_box
 
@@ -198,19 +201,23 @@ class RPNSample:
       each positive teaches the regression, however few the classification keeps);
     * ``"deltas"``: ``(k, 17, 17, 4)`` float32, :func:`acvm.rpn.encode` of the target on every anchor.
 
-    Both crops are first stretched by the same random aspect factor ``e^r``, ``|r| ≤ aspect``:
-    the synthetic targets have aspect ratios between 0.55 and 1.8, real ones (a pedestrian: 3 or
-    more) go far beyond, and the network must have seen such templates.
+    With ``aspect > 0`` both crops are first stretched by the same random aspect factor ``e^r``,
+    ``|r| ≤ aspect`` (:func:`stretch_crop`; ``train(stretch_frames=True)`` stretches whole frames
+    instead). With ``relative > 0`` ``reg_mask`` marks the anchors whose IoU is at least
+    ``min(pos_iou, relative·best)``, ``best`` the highest IoU of any anchor: a target half or twice
+    the anchors' size then teaches the regression on many anchors, not one (the labels keep the
+    fixed thresholds).
 
     A plain class (not a closure) so DataLoader workers can pickle it.
     """
 
     def __init__(self, pairs, settings: SiamRPNSettings = SiamRPNSettings(), pos_iou: float = 0.6,
-                 neg_iou: float = 0.3, num_pos: int = 16, num_total: int = 64, aspect: float = 0.8):
+                 neg_iou: float = 0.3, num_pos: int = 16, num_total: int = 64, aspect: float = 0.0,
+                 relative: float = 0.0):
         self.pairs = pairs
         self.anchors = search_anchors(settings)
         self.pos_iou, self.neg_iou, self.num_pos, self.num_total = pos_iou, neg_iou, num_pos, num_total
-        self.aspect = aspect
+        self.aspect, self.relative = aspect, relative
 
     def __call__(self, rng: np.random.Generator) -> dict:
         pair = self.pairs(rng)
@@ -221,6 +228,13 @@ class RPNSample:
             target = stretch_box(target, x.shape[-1], r)
         labels = rpn.label_anchors(self.anchors, target, self.pos_iou, self.neg_iou)
         reg_mask = (labels == 1).astype(np.float32)
+        if self.relative > 0:
+            # a target twice the anchors' size overlaps the best anchor by only 0.25: with fixed
+            # thresholds only that anchor regresses, so large size corrections are hardly learned.
+            # The classification keeps the fixed thresholds, which keep its peak sharp.
+            best = float(iou(self.anchors, target).max())
+            reg_mask = (rpn.label_anchors(self.anchors, target, min(self.pos_iou, self.relative * best), 0.0) == 1)
+            reg_mask = reg_mask.astype(np.float32)
         labels = rpn.sample_labels(labels, self.num_pos, self.num_total, rng)
         deltas = rpn.encode(np.maximum(target, [-1e9, -1e9, 1.0, 1.0]), self.anchors)
         return {"z": z, "x": x, "x_box": target.astype(np.float32), "labels": labels, "reg_mask": reg_mask,
@@ -260,7 +274,7 @@ def _loss(model: SiamRPN, batch: dict) -> torch.Tensor:
 def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path = WEIGHTS, resume: bool = False,
           device=None, batch_size: int = BATCH_SIZE, workers: int = 1, init: str | Path | None = SIAMFC_WEIGHTS,
           freeze: bool = True, lr: float = 3e-3, aspect: float = 0.8, scale_jitter: float = 0.25,
-          stretch: float = 0.2, progress: bool = True) -> Path:
+          stretch: float = 0.2, relative: float = 0.0, stretch_frames: bool = False, progress: bool = True) -> Path:
     """Train SiamRPN and write ``{"state_dict", "meta"}`` to ``out`` (``acvm train siamrpn``).
 
     Args:
@@ -275,14 +289,18 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path = 
         freeze: with ``init``, keep the backbone fixed and train the head only (about twice the
             steps in the same time; the SiamFC embedding is already a good ``φ``).
         lr: initial learning rate (AdamW, decayed geometrically to ``lr / 100``).
-        aspect: largest ``|r|`` of the aspect stretch ``e^r`` applied to both crops (:class:`RPNSample`).
-        scale_jitter, stretch: the search crop's scale and independent width/height jitter
+        aspect: largest ``|r|`` of the aspect stretch ``e^r`` applied to both crops (:class:`RPNSample`),
+            or with ``stretch_frames`` to whole sequences (:class:`acvm.training.StretchedSource`).
+        scale_jitter, stretch: the search crop's scale (log-uniform; ``0.7`` puts the target in x
+            at half to twice the anchors' size) and independent width/height jitter
             (:class:`acvm.training.PairSettings`): the sizes and shapes the regression must correct.
+        relative: regress on anchors with IoU ≥ ``relative ×`` the best one's (:class:`RPNSample`).
+        stretch_frames: stretch whole frames, not crops (no flat-coloured sides).
     Returns:
         the path written.
     """
-    from .training import (PairSampler, PairSettings, batches, describe_weights, fit, make_sources,
-                           save_weights, training_meta)
+    from .training import (PairSampler, PairSettings, StretchedSource, batches, describe_weights, fit,
+                           make_sources, save_weights, training_meta)
     steps = TRAIN_STEPS if steps is None else int(steps)
     settings = SiamRPNSettings()
     torch.manual_seed(seed)
@@ -300,14 +318,20 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path = 
     pair_settings = PairSettings(template_size=settings.exemplar_size, search_size=settings.instance_size,
                                  context=settings.context_amount, scale_jitter=scale_jitter, stretch=stretch,
                                  shift=48.0)
-    sample = RPNSample(PairSampler(make_sources(data), pair_settings), settings, aspect=aspect)
+    sources = make_sources(data)
+    if stretch_frames and aspect > 0:
+        # whole frames stretched, not the crops (whose sides would fill with flat colour)
+        sources = [StretchedSource(src, aspect, 0.0, pair_settings.min_size) for src in sources]
+    sample = RPNSample(PairSampler(sources, pair_settings), settings, aspect=0.0 if stretch_frames else aspect,
+                       relative=relative)
     out = Path(out)
     result = fit(model, _loss, lambda start: batches(sample, batch_size, seed, workers=workers, start=start),
                  steps, lr=lr, seed=seed, device=device,
                  checkpoint=out.with_name(out.name + ".ckpt"), checkpoint_every=250, resume=resume, progress=progress)
     meta = training_meta(steps, seed, data, result.seconds, model="siamrpn", batch_size=batch_size,
                          init=init_from or "random", frozen_backbone=model.frozen, lr=lr, aspect=aspect,
-                         scale_jitter=scale_jitter, stretch=stretch,
+                         scale_jitter=scale_jitter, stretch=stretch, relative=relative,
+                         stretch_frames=stretch_frames,
                          settings=str(asdict(settings)),
                          final_loss=round(float(np.mean(result.losses[-50:])), 4), device=result.device)
     path = save_weights(out, model.cpu(), meta)
@@ -448,7 +472,7 @@ class SiamRPNTracker(Tracker):
         proposals, scores = self.propose(x)
         best = proposals[int(np.argmax(scores))]
         truth = self.size * self.settings.instance_size / side
-        return np.clip(best[2:] / truth, 0.5, 2.0)
+        return size_bias(best[2:], truth)
 
     # the interface ----------------------------------------------------------------------------------
 
@@ -474,9 +498,7 @@ class SiamRPNTracker(Tracker):
         s = self.settings
         x, centre, side = self.crop_search(image)
         proposals, scores = self.propose(x)
-        proposals = xywh_to_cxcywh(proposals)
-        proposals[:, 2:] /= self.size_bias                  # about the centre: the position is not biased
-        proposals = cxcywh_to_xywh(proposals)
+        proposals = remove_size_bias(proposals, self.size_bias)  # about the centre: the position is not biased
         penalised, penalty = self.rerank(proposals, scores, side)
         best = int(np.argmax(penalised))
 

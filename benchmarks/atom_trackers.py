@@ -12,15 +12,17 @@ on N of them, seeds 10000..), never on the six real ones.
 
     .venv/bin/python benchmarks/atom_trackers.py [--sequences DIR...] [--synthetic 6] [--json out.json]
                                                  [--trackers "atom,atom (no IoU-Net),siamfc"]
-                                                 [--iounet WEIGHTS] [--size-update-rate R]
+                                                 [--iounet WEIGHTS] [--size-update-rate R] [--set NAME=VALUE]
 
-``--iounet`` and ``--size-update-rate`` change every ``atom`` variant (to compare IoU-Net weights).
+``--iounet``, ``--size-update-rate`` and ``--set`` (any :class:`acvm.atom.ATOMSettings` field, e.g.
+``--set calibrate=True``) change every ``atom`` variant.
 
 Exits with status 1 when a target is missed.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 
@@ -83,12 +85,19 @@ def main() -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--iounet", default=None, help="IoU-Net weights for atom (default data/weights/iounet.pt)")
     ap.add_argument("--size-update-rate", type=float, default=None, help="atom's size_update_rate (default: its own)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override an ATOMSettings field of every atom variant (repeatable), e.g. calibrate=True")
+    ap.add_argument("--synthetic-scaling", type=float, default=0.3,
+                    help="largest log-scale change of the synthetic targets (acvm.synth.make_sequence's scaling)")
     ap.add_argument("--no-real", action="store_true", help="skip the real sequences (with --synthetic)")
     args = ap.parse_args()
     if args.iounet:
         ATOM_OPTIONS["weights"] = args.iounet
     if args.size_update_rate is not None:
         ATOM_OPTIONS["size_update_rate"] = args.size_update_rate
+    for item in args.set:
+        key, value = item.split("=", 1)
+        ATOM_OPTIONS[key.strip()] = ast.literal_eval(value.strip())
     names = [t.strip() for t in args.trackers.split(",") if t.strip()]
     trackers = {k: TRACKERS[k] for k in names if not k.startswith("opencv-") or k in available_trackers()}
     paths = args.sequences if args.sequences else list_sequences(sequences_dir())
@@ -97,7 +106,8 @@ def main() -> int:
     result = {"real": summary(rows), "rows": rows}
     if args.synthetic:
         from acvm.synth import make_sequence
-        synth = [InMemory(make_sequence(seed=10000 + k, n_frames=100, occlusion=k % 3 == 1, distractor=k % 3 == 2),
+        synth = [InMemory(make_sequence(seed=10000 + k, n_frames=100, occlusion=k % 3 == 1, distractor=k % 3 == 2,
+                                        scaling=args.synthetic_scaling),
                           f"synth{10000 + k}") for k in range(args.synthetic)]
         result["synthetic"] = summary(evaluate(synth, trackers))
     print()

@@ -2,10 +2,10 @@
 
     python benchmarks/siamrpn_mdnet.py [--sequences ../shared/sequences/*] [--synthetic 0]
         [--trackers siamrpn,siamfc,mdnet,mosse,...] [--weights-dir data/weights] [--seeds 0 1 2]
-        [--train] [--steps-rpn N] [--steps-mdnet N] [--device cuda] [--jobs 4] [--threads 2] [--json FILE]
+        [--rpn-weights FILE] [--train] [--steps-rpn N] [--steps-mdnet N] [--device cuda] [--jobs 4] [--threads 2] [--json FILE]
 
-Tracker names: ``siamrpn``, ``siamrpn-random`` (the untrained control: same tracker, random
-network), ``siamfc``, ``mdnet``, ``mdnet-random``, ``mdnet-noupdate`` (first-frame fine-tuning
+Tracker names: ``siamrpn``, ``siamrpn-nocal`` (without the first-frame size calibration),
+``siamrpn-random`` (the untrained control: same tracker, random network), ``siamfc``, ``mdnet``, ``mdnet-random``, ``mdnet-noupdate`` (first-frame fine-tuning
 only), ``mosse`` and any ``opencv-*``. With ``--seeds`` the learned trackers are scored once per
 weights file ``<weights-dir>/<name>_seed<S>.pt`` (``--train`` makes them first), otherwise with the
 shipped ``data/weights/<name>.pt``. Synthetic validation sequences (seeds 10_000 + k, never drawn in
@@ -30,18 +30,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make(name: str, weights_dir: Path | None, seed: int | None):
+def make(name: str, weights_dir: Path | None, seed: int | None, rpn_weights: Path | None = None):
     """Build a tracker by benchmark name (see the module docstring)."""
     from acvm.tracker import make_tracker
 
     def weights(model: str):
+        if model == "siamrpn" and rpn_weights is not None:
+            return rpn_weights
         if weights_dir is None or seed is None:
             return None
         return weights_dir / f"{model}_seed{seed}.pt"
 
-    if name == "siamrpn":
+    if name in ("siamrpn", "siamrpn-nocal"):
         from acvm.siamrpn import SiamRPNTracker
-        return SiamRPNTracker(weights=weights("siamrpn"))
+        return SiamRPNTracker(weights=weights("siamrpn"), calibrate=name == "siamrpn")
     if name == "siamrpn-random":
         from acvm.siamrpn import SiamRPNTracker
         return SiamRPNTracker(weights="random")
@@ -55,7 +57,7 @@ def make(name: str, weights_dir: Path | None, seed: int | None):
 
 
 def _job(job):
-    name, seq_spec, weights_dir, seed, threads = job
+    name, seq_spec, weights_dir, seed, threads, rpn_weights = job
     import torch
     torch.set_num_threads(threads)
     from acvm.data import load_sequence
@@ -63,7 +65,7 @@ def _job(job):
     from acvm.synth import make_sequence
     seq = (make_sequence(seed=seq_spec, n_frames=100, occlusion=seq_spec % 3 == 1, distractor=seq_spec % 3 == 2)
            if isinstance(seq_spec, int) else load_sequence(seq_spec))
-    r = run_ope(make(name, weights_dir, seed), seq, name=name)
+    r = run_ope(make(name, weights_dir, seed, rpn_weights), seq, name=name)
     return {"tracker": name, "seed": seed, "sequence": getattr(seq, "name", str(seq_spec)),
             "auc": float(r.auc), "precision20": float(r.precision20), "frames": len(seq),
             "seconds": (len(seq) - 1) / max(float(r.fps), 1e-9)}
@@ -76,6 +78,7 @@ def main() -> int:
     p.add_argument("--trackers", default="siamrpn,siamrpn-random,siamfc,mdnet,mdnet-noupdate,mdnet-random,mosse")
     p.add_argument("--weights-dir", default=None, help="folder of <model>_seed<S>.pt files (with --seeds)")
     p.add_argument("--seeds", type=int, nargs="*", default=None)
+    p.add_argument("--rpn-weights", default=None, help="SiamRPN weights file to score instead of the shipped one")
     p.add_argument("--train", action="store_true", help="train siamrpn and mdnet for every seed first")
     p.add_argument("--steps-rpn", type=int, default=None)
     p.add_argument("--steps-mdnet", type=int, default=None)
@@ -98,10 +101,11 @@ def main() -> int:
                              progress=False)
                 print(f"{name} seed {s}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    learned = {"siamrpn", "mdnet", "mdnet-noupdate"}
+    learned = {"siamrpn", "siamrpn-nocal", "mdnet", "mdnet-noupdate"}
+    rpn_weights = Path(args.rpn_weights) if args.rpn_weights else None
     names = [n.strip() for n in args.trackers.split(",") if n.strip()]
     specs = [s.rstrip("/") for s in args.sequences] + [10_000 + k for k in range(args.synthetic)]
-    jobs = [(n, spec, weights_dir, s if n in learned else None, args.threads)
+    jobs = [(n, spec, weights_dir, s if n in learned else None, args.threads, rpn_weights)
             for n in names for s in (seeds if n in learned else [None]) for spec in specs]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:

@@ -1,5 +1,7 @@
 """acvm.atom: crops against acvm.boxes and numpy's own rotations, label geometry against the
 backbone's receptive fields, the sample memory's weights, and the tracker on a synthetic sequence."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,33 @@ def test_scale_search_takes_the_best_penalised_peak_and_moves_the_size_towards_i
     k = int(np.argmax(tracker.scale_peaks * np.array([0.9, 1.0, 0.9])))
     np.testing.assert_allclose(box[2:], old[2:] * (0.5 + 0.5 * factors[k]), rtol=1e-9)
     assert tracker.search_box[2] == pytest.approx(side * factors[k])
+
+
+def test_first_frame_calibration_divides_out_a_known_size_bias():
+    """A stub IoU predictor whose maximum is the truth shrunk to 0.9×: calibrated, the box stays on the truth."""
+    from acvm.boxes import image_to_crop
+    img = _image(5, (200, 240))
+    box = np.array([90.0, 70.0, 48.0, 40.0])
+    s = ATOMSettings(scale_num=1, refine_position=False, size_update_rate=1.0, calibrate=True,
+                     target_not_found=0.0, num_init_random_boxes=3)
+    centre, side = search_region(box, s)
+    peak = image_to_crop(box, centre, side, s.search_size)   # the truth in the search crop ...
+    cx, cy, w, h = peak[0] + peak[2] / 2, peak[1] + peak[3] / 2, 0.9 * peak[2], 0.9 * peak[3]  # ... shrunk
+
+    def predict(head_feat, boxes, modulation):
+        # a smooth bump whose gradient step (× box size, as in ascent_step) is a Newton step to the peak
+        bcx, bcy = boxes[..., 0] + boxes[..., 2] / 2, boxes[..., 1] + boxes[..., 3] / 2
+        return (1 - (bcx - cx) ** 2 / (2 * w) - (bcy - cy) ** 2 / (2 * h)
+                - w / 2 * torch.log(boxes[..., 2] / w) ** 2 - h / 2 * torch.log(boxes[..., 3] / h) ** 2)
+
+    torch.manual_seed(0)
+    model = IoUNet()
+    model.head.predict = predict
+    tracker = ATOMTracker(s, model=model)
+    tracker.init(img, box)
+    np.testing.assert_allclose(tracker.size_bias, [0.9, 0.9], rtol=0.02)
+    np.testing.assert_allclose(tracker.update(img)[2:], box[2:], rtol=0.02)
+    uncalibrated = ATOMTracker(replace(s, calibrate=False), model=model)
+    uncalibrated.init(img, box)
+    np.testing.assert_allclose(uncalibrated.size_bias, [1.0, 1.0])
+    assert np.all(uncalibrated.update(img)[2:] < 0.93 * box[2:])  # the bias the calibration removes

@@ -114,3 +114,11 @@ def test_clip_box_and_in_image():
     assert not B.box_in_image([10, 10, 0, 5], (100, 100))
     cx, cy, w, h = B.xywh_to_cxcywh(B.clip_box([500, -50, 1000, 20], (100, 200)))
     assert 0 <= cx <= 200 and 0 <= cy <= 100 and w == 200 and h == 20
+
+
+def test_size_bias_and_its_removal_about_the_centre():
+    np.testing.assert_allclose(B.size_bias([45.0, 10.0], [50.0, 40.0]), [0.9, 0.5])  # 0.25 clipped to 0.5
+    boxes = np.array([[10.0, 20.0, 36.0, 18.0], [0.0, 0.0, 9.0, 9.0]])
+    out = B.remove_size_bias(boxes, [0.9, 1.2])
+    np.testing.assert_allclose(out[:, 2:], boxes[:, 2:] / [0.9, 1.2])
+    np.testing.assert_allclose(out[:, :2] + out[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2)

@@ -104,6 +104,30 @@ def test_rpn_sample_targets():
     np.testing.assert_allclose(rpn.decode(deltas, anchors), np.broadcast_to(target, anchors.shape), atol=1e-3)
 
 
+def test_relative_labels_let_a_large_target_teach_the_regression():
+    # a 128 × 128 target on the crop's centre, twice the 64-pixel anchors: every square anchor
+    # whose centre lies within 32 px of the target's is inside it, IoU = 64² / 128² = 0.25
+    target = np.array([127.5 - 64, 127.5 - 64, 128.0, 128.0])
+
+    def pairs(rng):
+        return {"z": np.zeros((3, 127, 127), np.float32), "x": np.zeros((3, 255, 255), np.float32),
+                "x_box": target.astype(np.float32)}
+
+    anchors = search_anchors()
+    square = SiamRPNSettings().ratios.index(1.0)
+    centres = anchors[square, ..., :2] + anchors[square, ..., 2:] / 2
+    inside = (np.abs(centres - 127.5) <= 32).all(-1)
+    assert inside.sum() == 81                                   # 9 × 9 cells at stride 8
+    fixed = RPNSample(pairs)(np.random.default_rng(0))
+    assert fixed["reg_mask"].sum() == 1                         # only the best anchor: 0.25 < 0.6
+    assert (fixed["labels"][square][inside] == 0).any()         # anchors on the target called background
+    sample = RPNSample(pairs, relative=0.75)(np.random.default_rng(0))
+    assert (sample["reg_mask"][square][inside] == 1).all()
+    assert not sample["reg_mask"][iou(anchors, target) < 0.75 * 0.25].any()
+    # the classification keeps the fixed thresholds
+    np.testing.assert_array_equal(sample["labels"], fixed["labels"])
+
+
 def test_rpn_loss_regresses_where_the_mask_says():
     g = torch.Generator().manual_seed(3)
     cls, reg = torch.randn(1, 2, 2, 3, 3, generator=g), torch.randn(1, 2, 4, 3, 3, generator=g)
