@@ -22,7 +22,20 @@ from .tracker import Tracker
 
 __all__ = ["SUCCESS_THRESHOLDS", "success_curve", "auc", "precision_curve", "precision",
            "OPEResult", "run_ope", "VOTResult", "run_vot", "plot_success", "plot_precision",
-           "summarise"]
+           "summarise", "call_times"]
+
+
+def call_times(fn, repeats: int, warmup: int = 0) -> np.ndarray:
+    """Wall-clock seconds of ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones (caches,
+    allocator, thread pool): a float64 array ``(repeats,)`` in call order, for the speed benchmarks."""
+    for _ in range(warmup):
+        fn()
+    out = np.empty(repeats)
+    for k in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out[k] = time.perf_counter() - t0
+    return out
 
 #: OTB's 21 overlap thresholds 0, 0.05, ..., 1
 SUCCESS_THRESHOLDS = np.linspace(0.0, 1.0, 21)

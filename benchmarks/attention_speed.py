@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 # idle OpenMP threads sleep instead of spinning (set before torch loads): on a shared machine
 # spinning threads turn the timings into noise
@@ -25,17 +24,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from acvm.attention import scaled_dot_product_attention  # noqa: E402
+from acvm.evaluation import call_times  # noqa: E402
 
 
 def _times(fn, repeats: int) -> list[float]:
-    for _ in range(3):  # warm-up: allocator and thread pool
-        fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return sorted(out)
+    return sorted(call_times(fn, repeats, warmup=3).tolist())  # warm-up: allocator and thread pool
 
 
 def main(argv=None) -> int:

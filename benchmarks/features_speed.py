@@ -7,22 +7,15 @@ Exits with status 1 when HOG of a 64×64 RGB patch takes 1 ms or more (median of
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from acvm.correlation import correlate_fft, correlate_spatial
+from acvm.evaluation import call_times
 from acvm.features import colour_features, dcf_features, hog
 
 
 def median_ms(fn, *args, repeats: int = 200) -> float:
-    fn(*args)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+    return float(np.median(call_times(lambda: fn(*args), repeats, warmup=1)) * 1e3)
 
 
 def main() -> int:

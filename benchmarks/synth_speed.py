@@ -5,18 +5,13 @@
 Targets: a 100-frame sequence with occlusion and distractor well under a second; a training pair
 (127 + 255 crops) in about 10 ms, so that a batch of 8 costs less than the network's step.
 """
-import time
-
 import numpy as np
+
+from acvm.evaluation import call_times
 
 
 def best_of(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return float(call_times(fn, repeats).min())
 
 
 def main() -> None:

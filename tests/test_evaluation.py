@@ -92,3 +92,12 @@ def test_per_sequence_winners_hand_computed(tmp_path):
     assert per_sequence_winners(rows) == {"s1": "b", "s2": "a"}
     with pytest.raises(FileNotFoundError, match="acvm bench"):
         load_bench(tmp_path / "none.json")
+
+
+def test_call_times_counts_calls_and_measures_them():
+    import time
+    from acvm.evaluation import call_times
+    calls = []
+    t = call_times(lambda: (calls.append(1), time.sleep(0.002)), repeats=3, warmup=2)
+    assert len(calls) == 5 and t.shape == (3,)
+    assert (t >= 0.0015).all() and (t < 1.0).all()
