@@ -43,7 +43,7 @@ from .backbone import Backbone, FreezableBackbone, output_size, to_tensor
 from .boxes import (clip_box, context_size, crop_and_resize, crop_to_image, cxcywh_to_xywh, iou,
                     remove_size_bias, size_bias, xywh_to_cxcywh)
 from .correlation import cosine_window, xcorr_depthwise
-from .tracker import Tracker, check_image, check_init_box
+from .tracker import Tracker, check_image, check_init
 
 __all__ = ["SiamRPNSettings", "RPNHead", "SiamRPN", "search_anchors", "stretch_crop", "stretch_box",
            "RPNSample", "rpn_loss", "change_penalty", "SiamRPNTracker", "train", "load_model",
@@ -479,11 +479,9 @@ class SiamRPNTracker(Tracker):
     @torch.no_grad()
     def init(self, image: np.ndarray, box) -> None:
         """Cut the template z around ``box`` and keep both branches' kernels for the whole sequence."""
-        image = check_image(image)
-        box = check_init_box(box, image.shape)
+        image, box, self.centre, self.size = check_init(image, box)
         s = self.settings
-        cx, cy, w, h = xywh_to_cxcywh(box)
-        self.centre, self.size = np.array([cx, cy]), np.array([w, h])
+        w, h = self.size
         self.mean_colour = image.reshape(-1, 3).mean(0)
         side = context_size(w, h, s.context_amount)
         z = crop_and_resize(image, self.centre, side, s.exemplar_size, pad_value=self.mean_colour)

@@ -53,7 +53,7 @@ from .attention import Encoder, sine_position_encoding
 from .backbone import LAYERS, Backbone, FreezableBackbone, output_size, to_tensor
 from .boxes import (clip_box, context_size, crop_and_resize, crop_to_image, cxcywh_to_xywh, image_to_crop,
                     xywh_to_cxcywh)
-from .tracker import Tracker, check_image, check_init_box
+from .tracker import Tracker, check_image, check_init
 from .training import StretchedSequence, StretchedSource  # shared with IoU-Net's training
 
 __all__ = ["STARKSettings", "STARKNet", "CornerHead", "soft_argmax", "giou_loss", "corner_labels",
@@ -583,11 +583,8 @@ class STARKTracker(Tracker):
 
     def init(self, image: np.ndarray, box) -> None:
         """Cut the template around ``box`` (it also starts as the dynamic template)."""
-        image = check_image(image, "image")
-        box = check_init_box(box, image.shape)
+        image, box, self.centre, self.size = check_init(image, box)
         s = self.settings
-        cx, cy, w, h = xywh_to_cxcywh(box)
-        self.centre, self.size = np.array([cx, cy]), np.array([w, h])
         self.pad = image[::4, ::4].reshape(-1, 3).mean(0)
         self.image_shape = image.shape
         z = self.crop_template(image)
