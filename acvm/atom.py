@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 import torch
 
-from .backbone import LAYERS, Backbone, to_tensor
-from .boxes import (context_size, crop_to_image, cxcywh_to_xywh, image_to_crop, remove_size_bias, size_bias,
+from .backbone import LAYERS, Backbone, to_tensor, trained_backbone
+from .boxes import (clip_box, context_size, crop_to_image, cxcywh_to_xywh, image_to_crop, remove_size_bias, size_bias,
                     xywh_to_cxcywh)
 from .correlation import gaussian_label, subpixel_peak
 from .optim import DCFProblem, gauss_newton_cg, leaky_response
@@ -228,10 +228,7 @@ def load_backbone(path: str | Path | None = None) -> Backbone:
     candidates = [Path(path)] if path else [WEIGHTS / "iounet.pt", WEIGHTS / "siamfc.pt"]
     for p in candidates:
         if p.is_file():
-            state = torch.load(p, map_location="cpu", weights_only=True)["state_dict"]
-            net = Backbone()
-            net.load_state_dict({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")})
-            return net.eval()
+            return trained_backbone(p)
     raise FileNotFoundError(f"no backbone weights in {', '.join(map(str, candidates))}; "
                             "make them with `acvm train siamfc` and `acvm train iounet`")
 
@@ -466,6 +463,10 @@ class ATOMTracker(Tracker):
         self.proposals = self.refined = self.proposal_history = self.proposal_ious = None
         self.search_box = None
         self.size_bias = np.ones(2)
+        s = self.settings
+        # the scale pyramid and its penalties depend on the settings only
+        self.scale_factors = s.scale_step ** (np.arange(s.scale_num) - (s.scale_num - 1) / 2.0)
+        self.scale_penalties = np.where(np.isclose(self.scale_factors, 1.0), 1.0, s.scale_penalty)
 
     # -- the steps -----------------------------------------------------------------------------
     def _project(self, x: torch.Tensor) -> torch.Tensor:
@@ -482,7 +483,6 @@ class ATOMTracker(Tracker):
         self.rng = np.random.default_rng(self.seed)
         self.frame = 0
         self.box = box.copy()
-        self.init_size = box[2:].copy()
         # the DCF layer: projection and filter from augmented copies of the first frame
         x, y, _, _ = first_frame_samples(self.backbone, image, box, s)
         self.filter, self.projection, self.init_result = train_first_filter(normalise_features(x), y, s)
@@ -506,15 +506,6 @@ class ATOMTracker(Tracker):
         sizes = [self.refine(view["head"], truth)[0][2:] for _ in range(s.calibration_runs)]
         return size_bias(np.exp(np.mean(np.log(sizes), 0)), truth[2:])
 
-    def localise(self, x_proj: torch.Tensor) -> tuple[np.ndarray, float, np.ndarray]:
-        """DCF step: the response on projected search features ``(1, D, H, W)``.
-
-        Returns ``(centre (cx, cy) in crop pixels, peak value, response (H, W) float64)``."""
-        with torch.no_grad():
-            response = apply_filter(x_proj, self.filter, self.settings)[0].double().numpy()
-        centre, peak = localise(response, self.settings.feature_layer)
-        return centre, peak, response
-
     def refine(self, head_feat: torch.Tensor, box_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """IoU-Net step: start from ``box_crop`` and random boxes around it, climb the predicted IoU,
         average the ``iounet_k`` best. ``head_feat`` is IoU-Net's ``test_features`` of the crop.
@@ -537,10 +528,10 @@ class ATOMTracker(Tracker):
         image = check_image(image, "image")
         s = self.settings
         self.frame += 1
-        view, x_proj, factor = self._scale_search(image)
+        view, x_proj, factor, self.response = self._scale_search(image)
         centre, side = view["centre"], view["side"]
         self.search_box = cxcywh_to_xywh([centre[0], centre[1], side, side])
-        pos_crop, peak, self.response = self.localise(x_proj)
+        pos_crop, peak = localise(self.response, s.feature_layer)
         self.confidence = peak
         scale = s.search_size / side
         found = peak >= s.target_not_found
@@ -558,7 +549,7 @@ class ATOMTracker(Tracker):
             if ious[-1].max() >= s.min_predicted_iou:  # an unsure IoU-Net (occlusion) keeps the old box
                 box_crop = self._limit(refined, box_crop)
         new_box = crop_to_image(box_crop, centre, side, s.search_size)
-        new_box = self._clip(new_box, image.shape)
+        new_box = clip_box(new_box, image.shape, s.min_size)
         self.box = new_box
         if found:
             c_crop = xywh_to_cxcywh(box_crop)
@@ -567,31 +558,34 @@ class ATOMTracker(Tracker):
                 self._train()
         return new_box.copy()
 
-    def _scale_search(self, image: np.ndarray) -> tuple[dict, torch.Tensor, float]:
+    def _scale_search(self, image: np.ndarray) -> tuple[dict, torch.Tensor, float, np.ndarray]:
         """The DCF layer on search crops at ``scale_step^k`` times the current size (one backbone
         pass): returns the chosen scale's view (as :func:`search_view`), its projected features
-        ``(1, D, H, W)`` and its scale factor. The other scales' peaks are damped by
-        ``scale_penalty`` so that the size changes only on clear evidence."""
+        ``(1, D, H, W)``, its scale factor and its response ``(H, W)`` float64. The other scales'
+        peaks are damped by ``scale_penalty`` so that the size changes only on clear evidence."""
         s = self.settings
         if s.scale_num <= 1:
             view = search_view(self.model, image, self.box, s)
-            return view, self._project(view["features"][s.feature_layer]), 1.0
-        factors = s.scale_step ** (np.arange(s.scale_num) - (s.scale_num - 1) / 2.0)
+            x_proj = self._project(view["features"][s.feature_layer])
+            with torch.no_grad():
+                response = apply_filter(x_proj, self.filter, s)[0].double().numpy()
+            return view, x_proj, 1.0, response
+        factors, penalties = self.scale_factors, self.scale_penalties
         centre, side = search_region(self.box, s)
         crops = np.stack([warp_crop(image, centre, side * f, s.search_size) for f in factors])
         layer = self.head.settings.layer
         feats = extract_features(self.backbone, crops, tuple({s.feature_layer, layer}))
         x_proj = self._project(feats[s.feature_layer])
         with torch.no_grad():
-            peaks = apply_filter(x_proj, self.filter, s).amax((1, 2)).double().numpy()
-        penalties = np.where(np.isclose(factors, 1.0), 1.0, s.scale_penalty)
+            responses = apply_filter(x_proj, self.filter, s).double().numpy()
+        peaks = responses.max((1, 2))
         k = int(np.argmax(peaks * penalties))
         self.scale_peaks = peaks
         view = {"crop": crops[k], "centre": centre, "side": float(side * factors[k]),
                 "features": {name: f[k: k + 1] for name, f in feats.items()}}
         with torch.no_grad():
             view["head"] = self.head.test_features(view["features"][layer]) if s.use_iounet else None
-        return view, x_proj[k: k + 1], float(factors[k])
+        return view, x_proj[k: k + 1], float(factors[k]), responses[k]
 
     def _limit(self, refined: np.ndarray, previous: np.ndarray) -> np.ndarray:
         """Combine IoU-Net's box with the DCF's (``previous``: its peak and the old size)."""
@@ -604,14 +598,6 @@ class ATOMTracker(Tracker):
         # a size that jumps by more than max_scale_change in one frame is more likely an IoU-Net error
         r[2:] = np.clip(r[2:], p[2:] / s.max_scale_change, p[2:] * s.max_scale_change)
         return cxcywh_to_xywh(r)
-
-    def _clip(self, box: np.ndarray, shape) -> np.ndarray:
-        s = self.settings
-        c = xywh_to_cxcywh(box)
-        c[0] = np.clip(c[0], 0, shape[1])
-        c[1] = np.clip(c[1], 0, shape[0])
-        c[2:] = np.clip(c[2:], s.min_size, [shape[1], shape[0]])
-        return cxcywh_to_xywh(c)
 
     def _train(self) -> None:
         """Model update: a few CG iterations (one Gauss–Newton step) on the weighted memory, warm-started."""

@@ -97,14 +97,15 @@ def centre_error(a, b) -> np.ndarray:
 
 
 def clip_box(box, image_shape, min_size: float = 1.0) -> np.ndarray:
-    """Clip an xywh box so that its centre lies in the image and its size is within [min_size, image size]."""
+    """Clip xywh boxes ``(..., 4)`` so that their centres lie in the image and their sizes within
+    [min_size, image size]; float64 ``(..., 4)``."""
     h_img, w_img = image_shape[:2]
-    cx, cy, w, h = xywh_to_cxcywh(box)
-    w = float(np.clip(w, min_size, w_img))
-    h = float(np.clip(h, min_size, h_img))
-    cx = float(np.clip(cx, 0, w_img))
-    cy = float(np.clip(cy, 0, h_img))
-    return cxcywh_to_xywh([cx, cy, w, h])
+    c = np.array(xywh_to_cxcywh(box), dtype=np.float64)
+    c[..., 2] = np.clip(c[..., 2], min_size, w_img)
+    c[..., 3] = np.clip(c[..., 3], min_size, h_img)
+    c[..., 0] = np.clip(c[..., 0], 0, w_img)
+    c[..., 1] = np.clip(c[..., 1], 0, h_img)
+    return cxcywh_to_xywh(c)
 
 
 def box_in_image(box, image_shape) -> bool:

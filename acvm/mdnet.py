@@ -296,17 +296,6 @@ class BoxRegressor:
         return rpn.decode(deltas, as_boxes(boxes, "boxes"))
 
 
-def _clip_boxes(boxes, image_shape, min_size: float = 4.0) -> np.ndarray:
-    """:func:`acvm.boxes.clip_box` for ``(N, 4)`` boxes at once: centres inside, sizes bounded."""
-    H, W = image_shape[:2]
-    c = xywh_to_cxcywh(boxes)
-    c[:, 2] = np.clip(c[:, 2], min_size, W)
-    c[:, 3] = np.clip(c[:, 3], min_size, H)
-    c[:, 0] = np.clip(c[:, 0], 0, W)
-    c[:, 1] = np.clip(c[:, 1], 0, H)
-    return cxcywh_to_xywh(c)
-
-
 # --- online fine-tuning -------------------------------------------------------------------------
 
 def _classifier_scores(head: nn.Module, features: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
@@ -475,7 +464,7 @@ class MDNetTracker(Tracker):
         self.frame += 1
         feats, geo = self.crop_features(image, self._search_box)
         cand = gaussian_samples(self._search_box, s.n_samples, self.trans, s.scale, self.rng)
-        cand = _clip_boxes(cand, image.shape)
+        cand = clip_box(cand, image.shape, 4.0)
         pooled = self.pool(feats, geo, cand)
         scores = self.score(pooled)
         top = np.argsort(-scores, kind="stable")[:s.top_k]
