@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .backbone import LAYERS, Backbone, to_tensor
+from .backbone import LAYERS, Backbone, FreezableBackbone, to_tensor
 from .boxes import crop_and_resize, crop_to_image, cxcywh_to_xywh, image_to_crop, xywh_to_cxcywh
 from .correlation import cosine_window, psr
 from .dcf import fft2, filter_response, filter_terms, wrapped_peak
@@ -192,7 +192,7 @@ def _up(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
-class D3SNet(nn.Module):
+class D3SNet(FreezableBackbone):
     """D3S's segmentation network on our small backbone.
 
     * ``backbone``: the shared :class:`acvm.backbone.Backbone` (frozen during training);
@@ -604,20 +604,14 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path | 
         import hashlib
         bb_path = Path(backbone) if backbone else DEFAULT_WEIGHTS.with_name("siamfc.pt")
         source = f"{bb_path.name} (sha256 {hashlib.sha256(bb_path.read_bytes()).hexdigest()[:16]})"
-        for p in net.backbone.parameters():
-            p.requires_grad_(False)
+        net.freeze_backbone()
     except FileNotFoundError:
         source = "random (trained with the head)"
     sampler = D3SSampler(make_sources(data), settings)
-    frozen = not any(p.requires_grad for p in net.backbone.parameters())
-
-    def loss_fn(model, batch):
-        if frozen:
-            model.backbone.eval()  # keep the backbone's batch-norm statistics as trained
-        return segmentation_loss(model, batch)
+    frozen = net.frozen
 
     t0 = time.perf_counter()
-    result = fit(net, loss_fn, lambda start: batches(sampler, batch_size, seed, workers, start), steps,
+    result = fit(net, segmentation_loss, lambda start: batches(sampler, batch_size, seed, workers, start), steps,
                  lr=lr, seed=seed, device=device, checkpoint=out.with_suffix(".ckpt"), resume=resume,
                  progress=progress)
     meta = training_meta(steps, seed, data, result.seconds, dim=dim, batch_size=batch_size, lr=lr,

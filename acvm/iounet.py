@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backbone import LAYERS, Backbone
+from .backbone import LAYERS, Backbone, FreezableBackbone
 from .boxes import cxcywh_to_xywh, iou, xywh_to_cxcywh
 from .roi import prroi_pool
 
@@ -114,7 +114,7 @@ class IoUHead(nn.Module):
         return self.iou_predictor(v * modulation[:, None]).squeeze(-1)
 
 
-class IoUNet(nn.Module):
+class IoUNet(FreezableBackbone):
     """Frozen backbone + :class:`IoUHead`; ``forward(z, z_box, x, boxes) -> (B, K)`` predicted IoU.
 
     ``z`` ``(B, 3, 127, 127)`` and ``x`` ``(B, 3, 255, 255)`` are float crops in [0, 1] (as the pair
@@ -125,15 +125,8 @@ class IoUNet(nn.Module):
         super().__init__()
         self.settings = settings
         self.backbone = backbone if backbone is not None else Backbone()
-        for p in self.backbone.parameters():
-            p.requires_grad_(False)
         self.head = IoUHead(settings)
-
-    def train(self, mode: bool = True):
-        """Train mode for the head only: the frozen backbone keeps its batch-norm statistics."""
-        super().train(mode)
-        self.backbone.eval()
-        return self
+        self.freeze_backbone()   # train mode is for the head only
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features at the head's layer, without a graph (the backbone is frozen)."""

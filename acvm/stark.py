@@ -291,7 +291,6 @@ class TemplatePairs:
         self.pair_settings = pair_settings
         self.templates = templates
         self.reuse = max(1, int(reuse))
-        self.aspect, self.zoom = aspect, zoom
         self._pairs, self._left = None, 0
 
     def __call__(self, rng: np.random.Generator) -> dict:

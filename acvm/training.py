@@ -28,7 +28,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -131,13 +131,12 @@ class StretchedSequence:
     """
 
     def __init__(self, seq, fx: float, fy: float):
-        import cv2
         self.seq = seq
-        h, w = seq[0].shape[:2]
+        # both course sequence types know their (h, w) without rendering or decoding a frame
+        h, w = getattr(seq, "frame_size", None) or seq[0].shape[:2]
         self.out_size = (max(1, int(round(w * fx))), max(1, int(round(h * fy))))
         self.f = np.array([self.out_size[0] / w, self.out_size[1] / h] * 2)   # exact factors after rounding
         self.boxes = np.asarray(seq.boxes, dtype=np.float64) * self.f
-        self._resize = cv2.resize
         self.name = f"{getattr(seq, 'name', 'sequence')}_stretched"
 
     def __len__(self) -> int:
@@ -145,7 +144,7 @@ class StretchedSequence:
 
     def __getitem__(self, i: int) -> np.ndarray:
         import cv2
-        return self._resize(self.seq[i], self.out_size, interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(self.seq[i], self.out_size, interpolation=cv2.INTER_LINEAR)
 
 
 def stretch_sequence(seq, rng: np.random.Generator, aspect: float = 0.0, zoom: float = 0.0):
@@ -396,7 +395,6 @@ class FitResult:
     steps: int                # the optimiser steps done in total
     seconds: float            # wall-clock training time, resumed runs added up
     device: str               # where it ran
-    extra: dict = field(default_factory=dict)
 
 
 def _to_device(batch, device):
