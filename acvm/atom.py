@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .backbone import LAYERS, Backbone, to_tensor, trained_backbone
-from .boxes import (clip_box, context_size, crop_to_image, cxcywh_to_xywh, image_to_crop, remove_size_bias, size_bias,
+from .boxes import (clip_box, mean_colour, context_size, crop_to_image, cxcywh_to_xywh, image_to_crop, remove_size_bias, size_bias,
                     xywh_to_cxcywh)
 from .correlation import gaussian_label, subpixel_peak
 from .optim import DCFProblem, gauss_newton_cg, leaky_response
@@ -141,7 +141,7 @@ def warp_crop(image: np.ndarray, centre, side: float, out_size: int, angle: floa
     # our pixel i spans [i, i+1) while OpenCV puts pixel centres at integers
     M[:, 2] += (M[:, 0] + M[:, 1]) * 0.5 - 0.5
     if pad_value is None:
-        pad_value = image[::4, ::4].reshape(-1, image.shape[2]).mean(0)
+        pad_value = mean_colour(image)
     border = tuple(float(v) for v in np.atleast_1d(pad_value)) + (0.0,)
     return cv2.warpAffine(image, M, (out_size, out_size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=border[:4])

@@ -12,7 +12,7 @@ import cv2
 __all__ = [
     "as_boxes", "xywh_to_xyxy", "xyxy_to_xywh", "xywh_to_cxcywh", "cxcywh_to_xywh",
     "polygon_to_xywh", "xywh_to_polygon", "iou", "centre_error", "context_size",
-    "crop_and_resize", "crop_to_image", "image_to_crop", "clip_box", "box_in_image", "size_bias",
+    "crop_and_resize", "mean_colour", "crop_to_image", "image_to_crop", "clip_box", "box_in_image", "size_bias",
     "remove_size_bias",
 ]
 
@@ -119,6 +119,12 @@ def context_size(w: float, h: float, context: float = 0.5) -> float:
     """Side of SiamFC's square context region: ``sqrt((w + p)(h + p))`` with ``p = context (w + h)``."""
     p = context * (w + h)
     return float(np.sqrt((w + p) * (h + p)))
+
+
+def mean_colour(image: np.ndarray, step: int = 4) -> np.ndarray:
+    """The mean colour ``(C,)`` float64 of every ``step``-th pixel in both directions, the padding
+    colour of crops that leave the image (a full-frame mean per crop can cost more than the tracker)."""
+    return image[::step, ::step].reshape(-1, image.shape[2] if image.ndim == 3 else 1).mean(0)
 
 
 def crop_and_resize(image: np.ndarray, centre, size, out_size, pad_value=None,

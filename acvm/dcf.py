@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from .boxes import crop_and_resize, cxcywh_to_xywh
+from .boxes import crop_and_resize, cxcywh_to_xywh, mean_colour
 from .correlation import cosine_window, gaussian_label, normalized_cross_correlation, psr, subpixel_peak
 from .features import dcf_features
 from .tracker import Tracker, check_image, check_init
@@ -185,9 +185,8 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
 
 
 def _pad_colour(image: np.ndarray) -> np.ndarray:
-    """The mean colour for padding crops, from every 8th pixel: a full-frame mean per crop costs
-    more than the whole filter."""
-    return image[::8, ::8].reshape(-1, image.shape[2] if image.ndim == 3 else 1).mean(0)
+    # every 8th pixel: a full-frame mean per crop costs more than the whole filter
+    return mean_colour(image, 8)
 
 
 def _window_geometry(size_wh, area: float, multiple: int = 1) -> tuple[float, tuple[int, int]]:

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import LAYERS, Backbone, FreezableBackbone
-from .boxes import cxcywh_to_xywh, iou, xywh_to_cxcywh
+from .boxes import cxcywh_to_xywh, iou, mean_colour, xywh_to_cxcywh
 from .roi import prroi_pool
 
 __all__ = ["IoUNetSettings", "IoUHead", "IoUNet", "jitter_boxes", "ProposalSampler", "iounet_loss",
@@ -174,7 +174,7 @@ def squeeze_crop(crop: np.ndarray, box: np.ndarray, a: float) -> tuple[np.ndarra
     # our pixel i spans [i, i+1); OpenCV's pixel centres sit at integers
     M = np.array([[sx, 0.0, c - sx * c + 0.5 * sx - 0.5], [0.0, sy, c - sy * c + 0.5 * sy - 0.5]])
     img = np.ascontiguousarray(crop.transpose(1, 2, 0))
-    fill = tuple(float(v) for v in img.reshape(-1, 3).mean(0))
+    fill = tuple(float(v) for v in mean_colour(img, 1))
     out = cv2.warpAffine(img, M, (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
     b = np.asarray(box, dtype=np.float64)
     moved = np.array([c + (b[0] - c) * sx, c + (b[1] - c) * sy, b[2] * sx, b[3] * sy])

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from . import rpn
 from .backbone import LAYERS, Backbone, to_tensor
-from .boxes import (as_boxes, clip_box, crop_and_resize, cxcywh_to_xywh, image_to_crop, iou,
+from .boxes import (as_boxes, mean_colour, clip_box, crop_and_resize, cxcywh_to_xywh, image_to_crop, iou,
                     xywh_to_cxcywh)
 from .roi import prroi_pool
 from .training import describe_weights as _describe
@@ -427,7 +427,7 @@ class MDNetTracker(Tracker):
         box = check_init_box(box, image.shape)
         s = self.settings
         self.rng = np.random.default_rng(s.seed)
-        self._mean_colour = image.reshape(-1, 3).mean(0)
+        self._mean_colour = mean_colour(image, 1)
         g = torch.Generator().manual_seed(s.seed)
         fc6 = nn.Linear(s.fc_size, 2)
         with torch.no_grad():

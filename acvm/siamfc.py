@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import Backbone, output_size, to_tensor
-from .boxes import context_size, crop_and_resize, cxcywh_to_xywh, xywh_to_cxcywh
+from .boxes import context_size, crop_and_resize, cxcywh_to_xywh, mean_colour, xywh_to_cxcywh
 from .correlation import cosine_window, xcorr
 from .tracker import Tracker, check_image, check_init
 
@@ -294,7 +294,7 @@ class SiamFCTracker(Tracker):
         image, box, self.centre, self.size = check_init(image, box)
         s = self.settings
         w, h = self.size
-        self.pad = image[::4, ::4].reshape(-1, 3).mean(0)
+        self.pad = mean_colour(image)
         self.z_side = context_size(w, h, s.context)
         self.x_side = self.z_side * s.instance_size / s.exemplar_size
         self.exemplar = crop_and_resize(image, self.centre, self.z_side, s.exemplar_size, pad_value=self.pad)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from . import rpn
 from .backbone import Backbone, FreezableBackbone, output_size, to_tensor
-from .boxes import (clip_box, context_size, crop_and_resize, crop_to_image, cxcywh_to_xywh, iou,
+from .boxes import (clip_box, mean_colour, context_size, crop_and_resize, crop_to_image, cxcywh_to_xywh, iou,
                     remove_size_bias, size_bias, xywh_to_cxcywh)
 from .correlation import cosine_window, xcorr_depthwise
 from .tracker import Tracker, check_image, check_init
@@ -482,7 +482,7 @@ class SiamRPNTracker(Tracker):
         image, box, self.centre, self.size = check_init(image, box)
         s = self.settings
         w, h = self.size
-        self.mean_colour = image.reshape(-1, 3).mean(0)
+        self.mean_colour = mean_colour(image, 1)
         side = context_size(w, h, s.context_amount)
         z = crop_and_resize(image, self.centre, side, s.exemplar_size, pad_value=self.mean_colour)
         self.kernels = self.model.template(to_tensor(z, self.device))

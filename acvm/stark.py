@@ -51,7 +51,7 @@ import torch.nn as nn
 
 from .attention import Encoder, sine_position_encoding
 from .backbone import LAYERS, Backbone, FreezableBackbone, output_size, to_tensor
-from .boxes import (clip_box, context_size, crop_and_resize, crop_to_image, cxcywh_to_xywh, image_to_crop,
+from .boxes import (clip_box, mean_colour, context_size, crop_and_resize, crop_to_image, cxcywh_to_xywh, image_to_crop,
                     xywh_to_cxcywh)
 from .tracker import Tracker, check_image, check_init
 from .training import StretchedSequence, StretchedSource  # shared with IoU-Net's training
@@ -584,7 +584,7 @@ class STARKTracker(Tracker):
         """Cut the template around ``box`` (it also starts as the dynamic template)."""
         image, box, self.centre, self.size = check_init(image, box)
         s = self.settings
-        self.pad = image[::4, ::4].reshape(-1, 3).mean(0)
+        self.pad = mean_colour(image)
         self.image_shape = image.shape
         z = self.crop_template(image)
         self.first_template = z
