@@ -121,6 +121,11 @@ class FreezableBackbone(nn.Module):
             self.backbone.eval()
         return self
 
+    def backbone_features(self, images: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+        """The backbone's output (or ``layer``'s) for ``(B, 3, S, S)`` crops; without a graph once frozen."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            return self.backbone(images) if layer is None else self.backbone.features(images, layer)
+
 
 class Backbone(nn.Module):
     """The shared feature extractor ``φ``: ``(B, 3, H, W)`` float32 in [0, 1] -> ``(B, 128, H', W')``.

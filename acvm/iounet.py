@@ -130,8 +130,7 @@ class IoUNet(FreezableBackbone):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features at the head's layer, without a graph (the backbone is frozen)."""
-        with torch.no_grad():
-            return self.backbone.features(images, self.settings.layer)
+        return self.backbone_features(images, self.settings.layer)
 
     def forward(self, z, z_box, x, boxes):
         m = self.head.modulation(self.features(z), z_box)

@@ -139,10 +139,7 @@ class SiamRPN(FreezableBackbone):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """``φ`` of a batch of crops, ``(B,3,S,S)`` -> ``(B,128,S',S')``."""
-        if self.frozen:
-            with torch.no_grad():
-                return self.backbone(images)
-        return self.backbone(images)
+        return self.backbone_features(images)
 
     def template(self, z: torch.Tensor):
         """``(B,3,127,127)`` -> the two branch kernels, each ``(B, hidden, 6, 6)``."""

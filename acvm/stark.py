@@ -177,9 +177,7 @@ class STARKNet(FreezableBackbone):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, S, S)`` -> tokens ``(B, h·w, D)`` (row-major), backbone and bottleneck."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            f = self.backbone.features(images, self.settings.feature_layer)
-        f = self.bottleneck(f)
+        f = self.bottleneck(self.backbone_features(images, self.settings.feature_layer))
         return f.flatten(2).transpose(1, 2)
 
     def template_tokens(self, z: torch.Tensor) -> torch.Tensor:
