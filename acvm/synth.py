@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["PHOTOS", "photo", "SynthSequence", "make_sequence", "write_otb", "blob_polygon"]
+__all__ = ["PHOTOS", "photo", "SynthSequence", "make_sequence", "validation_sequence", "write_otb", "blob_polygon"]
 
 #: photographs from ``skimage.data`` (all shipped with scikit-image, no download)
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
@@ -419,6 +419,13 @@ def make_sequence(seed: int = 0, n_frames: int = 100, size: tuple[int, int] = (3
              "distractor": dist, "occluder": occ, "boxes": boxes, "distractor_boxes": dist_boxes,
              "occluder_boxes": occ_boxes}
     return SynthSequence(seed, n, (W, H), parts, settings)
+
+
+def validation_sequence(k: int, n_frames: int = 100, **kwargs) -> "SynthSequence":
+    """The ``k``-th held-out synthetic sequence the benchmarks choose settings on: seed ``10_000 + k``
+    (the training streams never draw seeds that low and that fixed), an occluder when ``k % 3 == 1``
+    and a look-alike distractor when ``k % 3 == 2``; ``kwargs`` go to :func:`make_sequence`."""
+    return make_sequence(seed=10_000 + k, n_frames=n_frames, occlusion=k % 3 == 1, distractor=k % 3 == 2, **kwargs)
 
 
 def write_otb(seq, out_dir, quality: int = 95) -> Path:

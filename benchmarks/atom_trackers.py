@@ -29,7 +29,7 @@ import sys
 import numpy as np
 
 from acvm.data import list_sequences, load_sequence, sequences_dir
-from acvm.evaluation import run_ope
+from acvm.evaluation import run_ope, summarise
 from acvm.tracker import available_trackers, make_tracker
 
 ATOM_OPTIONS: dict = {}   # --iounet, --size-update-rate
@@ -69,14 +69,6 @@ def evaluate(sequences, trackers: dict) -> list[dict]:
     return rows
 
 
-def summary(rows: list[dict]) -> dict[str, dict[str, float]]:
-    out = {}
-    for name in dict.fromkeys(r["tracker"] for r in rows):
-        mine = [r for r in rows if r["tracker"] == name]
-        out[name] = {k: float(np.mean([r[k] for r in mine])) for k in ("auc", "precision20", "fps")}
-    return out
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sequences", nargs="*", default=None, help="sequence folders (default: the shared six)")
@@ -103,13 +95,12 @@ def main() -> int:
     paths = args.sequences if args.sequences else list_sequences(sequences_dir())
     real = [] if args.no_real else [InMemory(load_sequence(p)) for p in paths]
     rows = evaluate(real, trackers)
-    result = {"real": summary(rows), "rows": rows}
+    result = {"real": summarise(rows), "rows": rows}
     if args.synthetic:
-        from acvm.synth import make_sequence
-        synth = [InMemory(make_sequence(seed=10000 + k, n_frames=100, occlusion=k % 3 == 1, distractor=k % 3 == 2,
-                                        scaling=args.synthetic_scaling),
-                          f"synth{10000 + k}") for k in range(args.synthetic)]
-        result["synthetic"] = summary(evaluate(synth, trackers))
+        from acvm.synth import validation_sequence
+        synth = [InMemory(validation_sequence(k, scaling=args.synthetic_scaling), f"synth{10000 + k}")
+                 for k in range(args.synthetic)]
+        result["synthetic"] = summarise(evaluate(synth, trackers))
     print()
     for part in ("real", "synthetic"):
         if part in result:

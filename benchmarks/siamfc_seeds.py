@@ -44,11 +44,10 @@ def main() -> None:
 
     from acvm.data import load_sequence
     from acvm.siamfc import SiamFCTracker, train
-    from acvm.synth import make_sequence
+    from acvm.synth import validation_sequence
 
     out = Path(args.out)
-    seqs = [make_sequence(seed=10_000 + k, n_frames=100, occlusion=k % 3 == 1, distractor=k % 3 == 2)
-            for k in range(args.synthetic)]
+    seqs = [validation_sequence(k) for k in range(args.synthetic)]
     seqs += [load_sequence(s) for s in args.sequences]
     results = {"untrained": evaluate(lambda: SiamFCTracker(weights="random"), seqs)}
     for seed in args.seeds:

@@ -21,7 +21,6 @@ import time
 # spinning threads make PyTorch many times slower and the fps numbers meaningless
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 COURSE = ["OTB_Crossing", "OTB_Human7", "OTB_Surfer", "VOT2014_ball", "VOT2014_car", "VOT2015_bag"]
@@ -51,7 +50,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from acvm.data import course_sequence, load_sequence
-    from acvm.evaluation import run_ope
+    from acvm.evaluation import run_ope, summarise
     seqs = [load_sequence(s) for s in args.sequences] if args.sequences else [course_sequence(n) for n in COURSE]
     makers = factories()
     if args.trackers:
@@ -63,10 +62,7 @@ def main(argv=None) -> int:
             r = run_ope(make(), seq, name=name, end=args.frames)
             rows.append(r.as_dict())
             print(f"  {name:16s} {seq.name:14s} AUC {r.auc:.3f}  prec@20 {r.precision20:.3f}  {r.fps:6.1f} fps", flush=True)
-    summary = {}
-    for name in makers:
-        rs = [r for r in rows if r["tracker"] == name]
-        summary[name] = {k: float(np.mean([r[k] for r in rs])) for k in ("auc", "precision20", "fps")}
+    summary = summarise(rows)
     print(f"\n{'tracker':16s} {'AUC':>6s} {'prec@20':>8s} {'fps':>7s}   (mean over {len(seqs)} sequences, "
           f"{torch.get_num_threads()} torch threads, {time.time() - t0:.0f} s)")
     for name, s in summary.items():

@@ -102,3 +102,12 @@ def test_photos_and_shapes():
         make_sequence(n_frames=0)
     with pytest.raises(ValueError, match="shape"):
         make_sequence(shape="square")
+
+
+def test_validation_sequences_follow_the_benchmarks_convention():
+    from acvm.synth import make_sequence, validation_sequence
+    for k in range(3):
+        v = validation_sequence(k, n_frames=5)
+        ref = make_sequence(seed=10_000 + k, n_frames=5, occlusion=k == 1, distractor=k == 2)
+        np.testing.assert_array_equal(v.boxes, ref.boxes)
+        np.testing.assert_array_equal(v[4], ref[4])
