@@ -13,7 +13,7 @@ __all__ = [
     "as_boxes", "xywh_to_xyxy", "xyxy_to_xywh", "xywh_to_cxcywh", "cxcywh_to_xywh",
     "polygon_to_xywh", "xywh_to_polygon", "iou", "centre_error", "context_size",
     "crop_and_resize", "mean_colour", "crop_to_image", "image_to_crop", "clip_box", "box_in_image", "size_bias",
-    "remove_size_bias",
+    "remove_size_bias", "excess_aspect", "AspectView",
 ]
 
 
@@ -197,3 +197,49 @@ def remove_size_bias(boxes, bias) -> np.ndarray:
     c = xywh_to_cxcywh(np.asarray(boxes, dtype=np.float64))
     c[..., 2:] = c[..., 2:] / np.asarray(bias, dtype=np.float64)
     return cxcywh_to_xywh(c)
+
+
+def excess_aspect(w: float, h: float, max_aspect: float) -> float:
+    """How much more elongated than ``max_aspect`` a ``w×h`` box is: ``r = (h/w) / clip(h/w, 1/m, m)``.
+
+    ``r > 1``: taller than ``m`` allows; ``r < 1``: wider; ``r = 1``: within bounds (or ``m = inf``).
+    Stretching the view by ``(√r, 1/√r)`` (same area) brings the box's aspect ratio into ``[1/m, m]``.
+    """
+    a = h / w
+    return float(a / np.clip(a, 1.0 / max_aspect, max_aspect))
+
+
+class AspectView:
+    """Frames and boxes seen through a fixed anisotropic zoom that makes a box at most ``max_aspect``
+    times taller than wide (or wider than tall), its area kept.
+
+    Networks trained on targets of aspect ratio within about 1:2 (the synthetic ones) see a walking
+    person (1:3) as one of those; every box maps back exactly. With ``box``'s aspect within bounds
+    the view is the identity and :meth:`image` returns the frame itself.
+
+    Args:
+        box: ``(4,)`` xywh, usually the first frame's box.
+        image_shape: ``(H, W, ...)`` of the frames.
+        max_aspect: ``m >= 1``; ``inf`` never stretches.
+    """
+
+    def __init__(self, box, image_shape, max_aspect: float):
+        b = as_boxes(box)
+        r = excess_aspect(b[2], b[3], max_aspect)
+        H, W = image_shape[:2]
+        self.out_size = (max(1, int(round(W * np.sqrt(r)))), max(1, int(round(H / np.sqrt(r)))))
+        self.identity = self.out_size == (W, H)
+        # the exact factors after rounding the frame size
+        self.f = np.array([self.out_size[0] / W, self.out_size[1] / H] * 2)
+
+    def image(self, image: np.ndarray) -> np.ndarray:
+        """The frame as the view sees it (``H'×W'×C``, same dtype)."""
+        return image if self.identity else cv2.resize(image, self.out_size, interpolation=cv2.INTER_LINEAR)
+
+    def to_view(self, boxes) -> np.ndarray:
+        """xywh boxes ``(..., 4)`` from frame to view coordinates."""
+        return as_boxes(boxes) * self.f
+
+    def from_view(self, boxes) -> np.ndarray:
+        """xywh boxes ``(..., 4)`` from view to frame coordinates."""
+        return as_boxes(boxes) / self.f

@@ -51,7 +51,7 @@ import torch.nn as nn
 
 from .attention import Encoder, sine_position_encoding
 from .backbone import LAYERS, Backbone, FreezableBackbone, output_size, to_tensor
-from .boxes import (clip_box, mean_colour, context_size, crop_and_resize, crop_to_image, cxcywh_to_xywh, image_to_crop,
+from .boxes import (clip_box, mean_colour, context_size, excess_aspect, crop_and_resize, crop_to_image, cxcywh_to_xywh, image_to_crop,
                     xywh_to_cxcywh)
 from .tracker import Tracker, check_image, check_init
 from .training import StretchedSequence, StretchedSource  # shared with IoU-Net's training
@@ -304,9 +304,11 @@ class TemplatePairs:
 
 
 def _sampler(settings: STARKSettings, data, reuse: int = 4, aspect: float = 0.0, zoom: float = 0.0,
-             shift: float = 48.0) -> TemplatePairs:
-    from .training import PairSettings, make_sources
-    return TemplatePairs(make_sources(data), PairSettings(
+             shift: float = 48.0, clutter: int = 0) -> TemplatePairs:
+    from .training import PairSettings, SyntheticSource, make_sources
+    sources = [SyntheticSource(max_clutter=clutter) if isinstance(s, SyntheticSource) and clutter else s
+               for s in make_sources(data)]
+    return TemplatePairs(sources, PairSettings(
         template_size=settings.template_size, search_size=settings.search_size, context=settings.context,
         max_gap=50, scale_jitter=0.25, stretch=0.15, shift=shift), settings.templates, reuse, aspect, zoom)
 
@@ -314,7 +316,7 @@ def _sampler(settings: STARKSettings, data, reuse: int = 4, aspect: float = 0.0,
 def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: bool = False, device=None,
           batch_size: int = 32, lr: float = 6e-4, workers: int | None = None, init: str | None = None,
           settings: STARKSettings = STARKSettings(), aspect: float = 0.0, zoom: float = 0.0, shift: float = 48.0,
-          freeze: bool = False, progress: bool = True, callback=None) -> Path:
+          clutter: int = 0, freeze: bool = False, progress: bool = True, callback=None) -> Path:
     """``acvm train stark``: train the STARK-style network on pairs and write ``{"state_dict", "meta"}``.
 
     The defaults are the recipe of the shipped weights (3000 steps of batch 32 on one GPU, about
@@ -341,8 +343,12 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
         zoom: shrink every training sequence by ``exp(−U(0, zoom))`` (small, blurry targets).
         shift: the target's centre lies up to this many pixels from the search crop's centre; a
             large shift keeps the network from boxing whatever stands out in the middle.
-        freeze: with ``init="siamfc"``, keep that backbone fixed and train the rest (a step
-            costs about a third, which is what makes CPU training possible).
+        clutter: synthetic sequences get up to this many clutter shapes
+            (:func:`acvm.synth.make_sequence`): search crops then hold other objects that stand
+            out as much as the target, so the network must match the template to pick it.
+        freeze: keep the backbone (SiamFC's with ``init="siamfc"``, or that of the weights being
+            fine-tuned) fixed and train the rest: a step costs about a third, which is what makes
+            CPU training possible.
         settings: the network's settings (stored in the meta, read back by :func:`load_model`).
         callback: ``callback(step, loss)`` after every step (passed to :func:`acvm.training.fit`).
     Returns:
@@ -363,6 +369,9 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
         settings = model.settings
         started_from = (f"fine-tuned from {Path(init).name} "
                         f"({before.get('command', '?')}, {before.get('steps', '?')} steps)")
+        if freeze:
+            model.freeze_backbone()
+            started_from += ", backbone frozen"
     else:
         model = STARKNet(settings)
         if init == "siamfc" and siamfc.is_file():
@@ -373,7 +382,7 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
             if freeze:   # before the optimiser is made: it must see the same parameters on resume
                 model.freeze_backbone()
                 started_from += ", frozen"
-    sampler = _sampler(settings, data, aspect=aspect, zoom=zoom, shift=shift)
+    sampler = _sampler(settings, data, aspect=aspect, zoom=zoom, shift=shift, clutter=clutter)
     if default_device(device).type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True   # TF32 matrix products: plenty for this loss
         torch.backends.cudnn.allow_tf32 = True
@@ -384,7 +393,7 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
     curve = result.losses.reshape(-1)
     bins = np.array_split(curve, min(100, len(curve))) if len(curve) else []
     meta = training_meta(steps, seed, data, result.seconds, batch_size=batch_size, lr=lr, workers=workers,
-                         device=result.device, init=started_from, aspect=aspect, zoom=zoom, shift=shift,
+                         device=result.device, init=started_from, aspect=aspect, zoom=zoom, shift=shift, clutter=clutter,
                          settings={k: getattr(settings, k) for k in settings.__dataclass_fields__},
                          final_loss=round(float(np.mean(result.losses[-100:])), 4),
                          loss_curve=[round(float(b.mean()), 4) for b in bins])
@@ -473,8 +482,7 @@ class STARKTracker(Tracker):
         s = self.settings
         w, h = self.size
         side = context_size(w, h, s.context) * scale
-        a = h / w
-        r = a / float(np.clip(a, 1.0 / s.max_aspect, s.max_aspect))   # region height / width
+        r = excess_aspect(w, h, s.max_aspect)   # region height / width
         return np.array([side / np.sqrt(r), side * np.sqrt(r)])
 
     def crop_search(self, image: np.ndarray) -> np.ndarray:

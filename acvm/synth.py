@@ -3,8 +3,9 @@
 A target is a textured, non-rectangular shape (an ellipse or a smooth blob) cut from one photograph;
 it moves along a smooth random trajectory, grows and shrinks and rotates over another photograph.
 Optional difficulties: an occluder that passes over the target, a look-alike distractor (a second
-copy of the target's texture with its own trajectory), a slow illumination change, camera shake and
-a slow camera pan. Everything follows from the seed, and the ground truth is exact because we drew
+copy of the target's texture with its own trajectory), clutter (other textured shapes, cut from
+other photographs, moving behind the target), a slow illumination change, camera shake and a slow
+camera pan. Everything follows from the seed, and the ground truth is exact because we drew
 the frames: the box is the tight box of the whole (amodal) target shape, the mask is the part of
 the target that is visible (the occluder removed).
 
@@ -231,6 +232,9 @@ class SynthSequence:
         frame = cv2.warpAffine(p["background"], _to_cv(M), (W, H), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REFLECT).astype(np.float32)
         frame_shift = shake  # objects move in frame coordinates; the camera shake moves them too
+        for c in p["clutter"]:
+            _paste(frame, c["sprite"], _affine(c["sprite"], c["centre"][i] + frame_shift, c["scale"][i],
+                                               c["angle"][i], c["base_w"]))
         if p["distractor"] is not None:
             d = p["distractor"]
             _paste(frame, p["sprite"], _affine(p["sprite"], d["centre"][i] + frame_shift, d["scale"][i],
@@ -287,7 +291,7 @@ def make_sequence(seed: int = 0, n_frames: int = 100, size: tuple[int, int] = (3
                   shake: float = 1.0, pan: float = 0.5, rotation: float = 20.0, scaling: float = 0.3,
                   speed: float | None = None, target_size: float | None = None, shape: str = "blob",
                   noise: float = 2.0, target_photo: str | None = None,
-                  background_photo: str | None = None) -> SynthSequence:
+                  background_photo: str | None = None, clutter: int = 0) -> SynthSequence:
     """Make a synthetic sequence (deterministic in ``seed``); frames are rendered when indexed.
 
     Args:
@@ -309,6 +313,10 @@ def make_sequence(seed: int = 0, n_frames: int = 100, size: tuple[int, int] = (3
         shape: ``"blob"`` (a smooth random outline) or ``"ellipse"``.
         noise: standard deviation of the pixel noise (grey levels).
         target_photo, background_photo: names from :data:`PHOTOS` (default: two different random ones).
+        clutter: this many other shapes (each cut from a photograph that is neither the target's
+            nor the background's, of a size like the target's) wander behind the target. A search
+            region then holds several objects that stand out from the background, and only the
+            target's appearance tells which one to follow. ``0`` leaves every other draw as it was.
     Returns:
         a :class:`SynthSequence`.
     """
@@ -319,10 +327,12 @@ def make_sequence(seed: int = 0, n_frames: int = 100, size: tuple[int, int] = (3
         raise ValueError(f"size must be at least 32×32 pixels, got {size}")
     if shape not in ("blob", "ellipse"):
         raise ValueError(f"shape must be 'blob' or 'ellipse', got {shape!r}")
+    if int(clutter) != clutter or clutter < 0:
+        raise ValueError(f"clutter must be a whole number of shapes >= 0, got {clutter!r}")
     settings = dict(seed=seed, n_frames=n_frames, size=(W, H), occlusion=occlusion, distractor=distractor,
                     illumination=illumination, shake=shake, pan=pan, rotation=rotation, scaling=scaling,
                     speed=speed, target_size=target_size, shape=shape, noise=noise,
-                    target_photo=target_photo, background_photo=background_photo)
+                    target_photo=target_photo, background_photo=background_photo, clutter=int(clutter))
     rng = np.random.default_rng(seed)
     names = list(rng.permutation(PHOTOS))
     tgt_name = target_photo or names[0]
@@ -410,13 +420,28 @@ def make_sequence(seed: int = 0, n_frames: int = 100, size: tuple[int, int] = (3
         occ = {"sprite": o_sprite, "centre": o_centre, "angle": 0.0, "base_w": ow}
         occ_boxes = np.column_stack([o_centre + shake_xy - [ow / 2, oh / 2], np.full(n, ow), np.full(n, oh)])
 
+    # clutter draws from its own stream, so a sequence without clutter is the one it always was
+    crng = np.random.default_rng([seed, 3])
+    others = [q for q in PHOTOS if q not in (tgt_name, bg_name)]
+    clutter_parts = []
+    for _ in range(int(clutter)):
+        c_long = long_side * np.exp(crng.uniform(-0.4, 0.4))
+        c_aspect = np.exp(crng.uniform(-0.6, 0.6))
+        c_w = c_long if c_aspect <= 1 else c_long / c_aspect
+        c_sprite = _make_sprite(crng, photo(str(crng.choice(others))), c_w, c_w * c_aspect, wobble)
+        c_centre = _trajectory(crng, n, np.zeros(2), np.array([W, H], np.float64), crng.uniform(0.5, 4.0))
+        c_scale = np.exp(_smooth_walk(crng, n, 0.004, 0.95, limit=scaling) if scaling > 0 else np.zeros(n))
+        c_angle = np.deg2rad(_smooth_walk(crng, n, 0.15, 0.95, limit=rotation)) if rotation > 0 else np.zeros(n)
+        clutter_parts.append({"sprite": c_sprite, "centre": c_centre, "scale": c_scale, "angle": c_angle,
+                              "base_w": c_w})
+
     noise_field = _noise_bank()
     if noise_field.shape[0] < H or noise_field.shape[1] < W:   # frames larger than the bank
         noise_field = np.random.default_rng([seed, 1]).standard_normal((H + 64, W + 64, 3), dtype=np.float32)
     noise_offset = tuple(int(v) for v in np.random.default_rng([seed, 2]).integers(0, 1 << 20, 2))
     parts = {"noise_field": noise_field, "noise_offset": noise_offset, "bg_zoom": bg_zoom, "background": background, "pan": pan_xy, "shake": shake_xy, "sprite": sprite, "base_w": base_w,
              "centre": centre, "scale": scale, "angle": angle, "gain": gain, "noise": float(noise),
-             "distractor": dist, "occluder": occ, "boxes": boxes, "distractor_boxes": dist_boxes,
+             "distractor": dist, "occluder": occ, "clutter": clutter_parts, "boxes": boxes, "distractor_boxes": dist_boxes,
              "occluder_boxes": occ_boxes}
     return SynthSequence(seed, n, (W, H), parts, settings)
 

@@ -51,13 +51,15 @@ class SyntheticSource:
 
     Frames are rendered only when indexed, so drawing a sequence and reading two of its frames
     costs two renders. ``kwargs`` go to ``make_sequence`` (``size``, ``occlusion``, ...); by
-    default occlusion and distractors appear at random in half of the sequences.
+    default occlusion and distractors appear at random in half of the sequences, and with
+    ``max_clutter > 0`` each sequence has between 0 and that many clutter shapes.
     """
 
     name = "synthetic"
 
-    def __init__(self, n_frames: int = 100, **kwargs):
+    def __init__(self, n_frames: int = 100, max_clutter: int = 0, **kwargs):
         self.n_frames = n_frames
+        self.max_clutter = int(max_clutter)
         self.kwargs = kwargs
 
     def sequence(self, rng: np.random.Generator):
@@ -66,10 +68,12 @@ class SyntheticSource:
         kw = dict(self.kwargs)
         kw.setdefault("occlusion", bool(rng.random() < 0.5))
         kw.setdefault("distractor", bool(rng.random() < 0.5))
+        if self.max_clutter > 0:   # drawn only then: the streams of the shipped weights stay as they were
+            kw.setdefault("clutter", int(rng.integers(self.max_clutter + 1)))
         return make_sequence(seed=int(rng.integers(2 ** 31)), n_frames=self.n_frames, **kw)
 
     def __repr__(self) -> str:
-        return "synthetic"
+        return f"synthetic(clutter<={self.max_clutter})" if self.max_clutter else "synthetic"
 
 
 class FolderSource:

@@ -122,3 +122,34 @@ def test_size_bias_and_its_removal_about_the_centre():
     out = B.remove_size_bias(boxes, [0.9, 1.2])
     np.testing.assert_allclose(out[:, 2:], boxes[:, 2:] / [0.9, 1.2])
     np.testing.assert_allclose(out[:, :2] + out[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2)
+
+
+def test_excess_aspect_hand_computed():
+    assert B.excess_aspect(10.0, 30.0, 1.5) == pytest.approx(2.0)        # 3 / 1.5
+    assert B.excess_aspect(30.0, 10.0, 1.5) == pytest.approx(0.5)        # (1/3) / (1/1.5)
+    assert B.excess_aspect(10.0, 12.0, 1.5) == 1.0                       # within bounds
+    assert B.excess_aspect(10.0, 30.0, float("inf")) == 1.0
+
+
+def test_aspect_view_brings_a_tall_box_within_bounds_and_maps_back():
+    image = np.zeros((240, 320, 3), np.uint8)
+    image[100:190, 150:180] = 255                                         # a 30×90 white target
+    box = np.array([150.0, 100.0, 30.0, 90.0])
+    view = B.AspectView(box, image.shape, 1.5)
+    seen = view.image(image)
+    vb = view.to_view(box)
+    assert seen.shape[:2] == (round(240 / np.sqrt(2)), round(320 * np.sqrt(2)))   # area kept
+    assert vb[3] / vb[2] == pytest.approx(1.5, rel=0.01)
+    # the white pixels of the stretched frame lie inside the mapped box (bilinear edges aside)
+    ys, xs = np.nonzero(seen[..., 0] > 127)
+    np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()], vb, atol=1.0)
+    np.testing.assert_allclose(view.from_view(vb), box, atol=1e-12)
+    many = np.array([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
+    np.testing.assert_allclose(view.from_view(view.to_view(many)), many)
+
+
+def test_aspect_view_is_the_identity_within_bounds():
+    image = np.zeros((50, 60, 3), np.uint8)
+    view = B.AspectView([10.0, 10.0, 20.0, 30.0], image.shape, 1.5)
+    assert view.identity and view.image(image) is image
+    np.testing.assert_array_equal(view.to_view([1.0, 2.0, 3.0, 4.0]), [1.0, 2.0, 3.0, 4.0])

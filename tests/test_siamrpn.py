@@ -245,7 +245,9 @@ def test_first_frame_calibration_stops_a_biased_regression_running_away():
     wide = xywh_to_cxcywh(image_to_crop(start, xywh_to_cxcywh(start)[:2], side, 255))
     wide[2] *= 1.5
     for calibrate in (False, True):
-        tracker = SiamRPNTracker(model=_StubRPN(cxcywh_to_xywh(wide), anchor=(4, 8, 8)), calibrate=calibrate, lr=0.5)
+        # max_aspect=inf: the stub's proposal is in the unstretched crop's pixels
+        tracker = SiamRPNTracker(model=_StubRPN(cxcywh_to_xywh(wide), anchor=(4, 8, 8)), calibrate=calibrate, lr=0.5,
+                                 max_aspect=float("inf"))
         tracker.init(image, start)
         for _ in range(10):
             box = tracker.update(image)

@@ -111,3 +111,18 @@ def test_validation_sequences_follow_the_benchmarks_convention():
         ref = make_sequence(seed=10_000 + k, n_frames=5, occlusion=k == 1, distractor=k == 2)
         np.testing.assert_array_equal(v.boxes, ref.boxes)
         np.testing.assert_array_equal(v[4], ref[4])
+
+
+def test_clutter_adds_other_objects_behind_the_same_target():
+    plain = make_sequence(seed=11, n_frames=8, noise=0.0)
+    busy = make_sequence(seed=11, n_frames=8, noise=0.0, clutter=3)
+    np.testing.assert_array_equal(busy.boxes, plain.boxes)            # its own random stream
+    for i in (0, 7):
+        fp, mp = plain.frame_and_mask(i)
+        fb, mb = busy.frame_and_mask(i)
+        np.testing.assert_array_equal(mb, mp)                         # drawn behind the target
+        np.testing.assert_array_equal(fb[mp], fp[mp])
+        changed = np.abs(fb.astype(int) - fp.astype(int)).max(-1) > 10
+        assert changed.sum() > 0.02 * changed.size                    # three shapes cover a real area
+    with pytest.raises(ValueError, match="clutter"):
+        make_sequence(seed=0, n_frames=2, clutter=-1)
