@@ -274,7 +274,8 @@ def _loss(model: SiamRPN, batch: dict) -> torch.Tensor:
 def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path = WEIGHTS, resume: bool = False,
           device=None, batch_size: int = BATCH_SIZE, workers: int = 1, init: str | Path | None = SIAMFC_WEIGHTS,
           freeze: bool = True, lr: float = 3e-3, aspect: float = 0.8, scale_jitter: float = 0.25,
-          stretch: float = 0.2, relative: float = 0.0, stretch_frames: bool = False, progress: bool = True) -> Path:
+          stretch: float = 0.2, relative: float = 0.0, stretch_frames: bool = False, clutter: int = 0,
+          progress: bool = True) -> Path:
     """Train SiamRPN and write ``{"state_dict", "meta"}`` to ``out`` (``acvm train siamrpn``).
 
     Args:
@@ -296,6 +297,8 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path = 
             (:class:`acvm.training.PairSettings`): the sizes and shapes the regression must correct.
         relative: regress on anchors with IoU ≥ ``relative ×`` the best one's (:class:`RPNSample`).
         stretch_frames: stretch whole frames, not crops (no flat-coloured sides).
+        clutter: synthetic sequences get up to this many clutter shapes (other objects in the
+            search crop that the classification branch must tell from the target).
     Returns:
         the path written.
     """
@@ -318,7 +321,7 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path = 
     pair_settings = PairSettings(template_size=settings.exemplar_size, search_size=settings.instance_size,
                                  context=settings.context_amount, scale_jitter=scale_jitter, stretch=stretch,
                                  shift=48.0)
-    sources = make_sources(data)
+    sources = make_sources(data, clutter)
     if stretch_frames and aspect > 0:
         # whole frames stretched, not the crops (whose sides would fill with flat colour)
         sources = [StretchedSource(src, aspect, 0.0, pair_settings.min_size) for src in sources]
@@ -331,7 +334,7 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path = 
     meta = training_meta(steps, seed, data, result.seconds, model="siamrpn", batch_size=batch_size,
                          init=init_from or "random", frozen_backbone=model.frozen, lr=lr, aspect=aspect,
                          scale_jitter=scale_jitter, stretch=stretch, relative=relative,
-                         stretch_frames=stretch_frames,
+                         stretch_frames=stretch_frames, clutter=clutter,
                          settings=str(asdict(settings)),
                          final_loss=round(float(np.mean(result.losses[-50:])), 4), device=result.device)
     path = save_weights(out, model.cpu(), meta)

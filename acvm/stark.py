@@ -305,10 +305,8 @@ class TemplatePairs:
 
 def _sampler(settings: STARKSettings, data, reuse: int = 4, aspect: float = 0.0, zoom: float = 0.0,
              shift: float = 48.0, clutter: int = 0) -> TemplatePairs:
-    from .training import PairSettings, SyntheticSource, make_sources
-    sources = [SyntheticSource(max_clutter=clutter) if isinstance(s, SyntheticSource) and clutter else s
-               for s in make_sources(data)]
-    return TemplatePairs(sources, PairSettings(
+    from .training import PairSettings, make_sources
+    return TemplatePairs(make_sources(data, clutter), PairSettings(
         template_size=settings.template_size, search_size=settings.search_size, context=settings.context,
         max_gap=50, scale_jitter=0.25, stretch=0.15, shift=shift), settings.templates, reuse, aspect, zoom)
 

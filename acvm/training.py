@@ -107,21 +107,22 @@ def _is_sequence_dir(p: Path) -> bool:
     return any((p / n).is_file() for n in ("groundtruth_rect.txt", "groundtruth.txt"))
 
 
-def make_sources(data: Iterable[str] | str | None) -> list:
-    """Turn ``--data`` arguments into sources: ``None`` or ``"synthetic"`` -> :class:`SyntheticSource`,
-    anything else a folder (of one sequence, or of many) -> one :class:`FolderSource` for all of them."""
+def make_sources(data: Iterable[str] | str | None, clutter: int = 0) -> list:
+    """Turn ``--data`` arguments into sources: ``None`` or ``"synthetic"`` -> :class:`SyntheticSource`
+    (with up to ``clutter`` clutter shapes per sequence), anything else a folder (of one sequence, or
+    of many) -> one :class:`FolderSource` for all of them."""
     if data is None:
-        return [SyntheticSource()]
+        return [SyntheticSource(max_clutter=clutter)]
     items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     sources, folders = [], []
     for d in items:
         if str(d) == "synthetic":
-            sources.append(SyntheticSource())
+            sources.append(SyntheticSource(max_clutter=clutter))
         else:
             folders.append(d)
     if folders:
         sources.append(FolderSource(folders))
-    return sources or [SyntheticSource()]
+    return sources or [SyntheticSource(max_clutter=clutter)]
 
 
 # --- elongated and small targets -------------------------------------------------------------------

@@ -186,3 +186,24 @@ def test_first_frame_calibration_divides_out_a_known_size_bias():
     uncalibrated.init(img, box)
     np.testing.assert_allclose(uncalibrated.size_bias, [1.0, 1.0])
     assert np.all(uncalibrated.update(img)[2:] < 0.93 * box[2:])  # the bias the calibration removes
+
+
+def test_tall_target_is_tracked_in_a_stretched_view_and_reported_in_frame_pixels():
+    from acvm.boxes import excess_aspect, xywh_to_cxcywh
+    from acvm.synth import make_sequence
+    from acvm.training import StretchedSequence
+    seq = StretchedSequence(make_sequence(seed=3, n_frames=20, speed=1.5), 0.6, 2.0)
+    tracker = ATOMTracker(max_aspect=2.0)
+    tracker.init(seq[0], seq.boxes[0])
+    r = excess_aspect(*seq.boxes[0][2:], 2.0)
+    assert r > 1.2 and not tracker.view.identity
+    boxes = []
+    for i in range(1, len(seq)):
+        boxes.append(tracker.update(seq[i]))
+        # the searched square of the view is, in the frame, a rectangle r times taller than wide
+        sb = tracker.search_box
+        assert sb[3] / sb[2] == pytest.approx(r, rel=0.02)
+        c = xywh_to_cxcywh(boxes[-1])[:2]
+        assert sb[0] < c[0] < sb[0] + sb[2] and sb[1] < c[1] < sb[1] + sb[3]
+        assert np.all((tracker.refined[:, 2:] > 0))
+    assert np.mean(iou(np.array(boxes), seq.boxes[1:])) > 0.6

@@ -285,3 +285,20 @@ def test_train_writes_loadable_weights(tmp_path):
 def test_trained_tracker_follows_a_synthetic_target():
     overlaps = overlaps_on_synthetic(SiamRPNTracker(), seed=777, n_frames=40)
     assert np.mean(overlaps) > 0.5, overlaps
+
+
+def test_tall_target_is_tracked_in_a_stretched_view_and_reported_in_frame_pixels():
+    from acvm.boxes import iou as box_iou
+    from acvm.synth import make_sequence
+    from acvm.training import StretchedSequence
+    seq = StretchedSequence(make_sequence(seed=777, n_frames=30), 0.6, 2.0)   # a pedestrian-like 1:3 target
+    tracker = SiamRPNTracker()
+    tracker.init(seq[0], seq.boxes[0])
+    assert not tracker.view.identity
+    boxes = []
+    for i in range(1, len(seq)):
+        boxes.append(tracker.update(seq[i]))
+        # the box's centre is the chosen proposal's: both mapped back from the view alike
+        chosen = xywh_to_cxcywh(tracker.proposals[int(np.argmax(tracker.penalised))])
+        np.testing.assert_allclose(xywh_to_cxcywh(boxes[-1])[:2], chosen[:2], atol=1e-6)
+    assert np.mean(box_iou(np.array(boxes), seq.boxes[1:])) > 0.5

@@ -144,3 +144,15 @@ def test_colour_jitter():
     out = colour_jitter(img, np.random.default_rng(0), 0.3)
     assert out.dtype == np.uint8 and out.shape == img.shape and not np.array_equal(out, img)
     assert len(np.unique(out.reshape(-1, 3), axis=0)) == 1   # one gain per channel, the same everywhere
+
+
+def test_synthetic_source_clutter_leaves_the_default_stream_alone():
+    # the shipped weights' data streams must not change when clutter is off
+    plain = SyntheticSource(n_frames=5).sequence(np.random.default_rng(3))
+    off = SyntheticSource(n_frames=5, max_clutter=0).sequence(np.random.default_rng(3))
+    assert plain.settings == off.settings and plain.settings["clutter"] == 0
+    drawn = {SyntheticSource(n_frames=5, max_clutter=3).sequence(np.random.default_rng(k)).settings["clutter"]
+             for k in range(40)}
+    assert drawn == {0, 1, 2, 3}
+    assert make_sources(None, clutter=2)[0].max_clutter == 2
+    assert make_sources(["synthetic"], clutter=2)[0].max_clutter == 2
