@@ -13,7 +13,7 @@ __all__ = [
     "as_boxes", "xywh_to_xyxy", "xyxy_to_xywh", "xywh_to_cxcywh", "cxcywh_to_xywh",
     "polygon_to_xywh", "xywh_to_polygon", "iou", "centre_error", "context_size",
     "crop_and_resize", "mean_colour", "crop_to_image", "image_to_crop", "clip_box", "box_in_image", "size_bias",
-    "remove_size_bias", "excess_aspect", "AspectView",
+    "remove_size_bias", "excess_aspect", "FrameZoom", "AspectView",
 ]
 
 
@@ -209,7 +209,36 @@ def excess_aspect(w: float, h: float, max_aspect: float) -> float:
     return float(a / np.clip(a, 1.0 / max_aspect, max_aspect))
 
 
-class AspectView:
+class FrameZoom:
+    """Frames resized by ``(fx, fy)`` and boxes alike: the zoom a tracker or a training stream looks
+    through. The frame size is rounded to whole pixels and the box factors ``f`` are the exact ones
+    after rounding, so frames and boxes stay consistent.
+
+    Args:
+        image_shape: ``(H, W, ...)`` of the frames.
+        fx, fy: the horizontal and vertical zoom.
+    """
+
+    def __init__(self, image_shape, fx: float, fy: float):
+        H, W = image_shape[:2]
+        self.out_size = (max(1, int(round(W * fx))), max(1, int(round(H * fy))))
+        self.identity = self.out_size == (W, H)
+        self.f = np.array([self.out_size[0] / W, self.out_size[1] / H] * 2)
+
+    def image(self, image: np.ndarray) -> np.ndarray:
+        """The frame as the zoom sees it (``H'×W'×C``, same dtype); the frame itself when the zoom is 1."""
+        return image if self.identity else cv2.resize(image, self.out_size, interpolation=cv2.INTER_LINEAR)
+
+    def to_view(self, boxes) -> np.ndarray:
+        """xywh boxes ``(..., 4)`` from frame to zoomed coordinates."""
+        return as_boxes(boxes) * self.f
+
+    def from_view(self, boxes) -> np.ndarray:
+        """xywh boxes ``(..., 4)`` from zoomed to frame coordinates."""
+        return as_boxes(boxes) / self.f
+
+
+class AspectView(FrameZoom):
     """Frames and boxes seen through a fixed anisotropic zoom that makes a box at most ``max_aspect``
     times taller than wide (or wider than tall), its area kept.
 
@@ -226,20 +255,4 @@ class AspectView:
     def __init__(self, box, image_shape, max_aspect: float):
         b = as_boxes(box)
         r = excess_aspect(b[2], b[3], max_aspect)
-        H, W = image_shape[:2]
-        self.out_size = (max(1, int(round(W * np.sqrt(r)))), max(1, int(round(H / np.sqrt(r)))))
-        self.identity = self.out_size == (W, H)
-        # the exact factors after rounding the frame size
-        self.f = np.array([self.out_size[0] / W, self.out_size[1] / H] * 2)
-
-    def image(self, image: np.ndarray) -> np.ndarray:
-        """The frame as the view sees it (``H'×W'×C``, same dtype)."""
-        return image if self.identity else cv2.resize(image, self.out_size, interpolation=cv2.INTER_LINEAR)
-
-    def to_view(self, boxes) -> np.ndarray:
-        """xywh boxes ``(..., 4)`` from frame to view coordinates."""
-        return as_boxes(boxes) * self.f
-
-    def from_view(self, boxes) -> np.ndarray:
-        """xywh boxes ``(..., 4)`` from view to frame coordinates."""
-        return as_boxes(boxes) / self.f
+        super().__init__(image_shape, np.sqrt(r), 1.0 / np.sqrt(r))

@@ -372,9 +372,6 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
         settings = model.settings
         started_from = (f"fine-tuned from {Path(init).name} "
                         f"({before.get('command', '?')}, {before.get('steps', '?')} steps)")
-        if freeze:
-            model.freeze_backbone()
-            started_from += ", backbone frozen"
     else:
         model = STARKNet(settings)
         if init == "siamfc" and siamfc.is_file():
@@ -382,9 +379,9 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
                 from .backbone import trained_backbone
                 model.backbone.load_state_dict(trained_backbone(siamfc).state_dict())
             started_from = f"backbone from {siamfc.name}"
-            if freeze:   # before the optimiser is made: it must see the same parameters on resume
-                model.freeze_backbone()
-                started_from += ", frozen"
+    if freeze and started_from != "random":   # before the optimiser is made: it must see the same parameters on resume
+        model.freeze_backbone()
+        started_from += ", frozen"
     sampler = _sampler(settings, data, aspect=aspect, zoom=zoom, shift=shift, clutter=clutter)
     if default_device(device).type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True   # TF32 matrix products: plenty for this loss

@@ -109,6 +109,14 @@ def _trajectory(rng, n: int, lo: np.ndarray, hi: np.ndarray, speed: float) -> np
     return pos
 
 
+def _scale_and_angle(rng, n: int, scaling: float, rotation: float) -> tuple[np.ndarray, np.ndarray]:
+    """A shape's slow size change (``(n,)`` factors, log within ``±scaling``) and rotation (``(n,)``
+    radians, within ``±rotation`` degrees); all ones / zeros, drawing nothing, where they are 0."""
+    scale = np.exp(_smooth_walk(rng, n, 0.004, 0.95, limit=scaling) if scaling > 0 else np.zeros(n))
+    angle = np.deg2rad(_smooth_walk(rng, n, 0.15, 0.95, limit=rotation)) if rotation > 0 else np.zeros(n)
+    return scale, angle
+
+
 @dataclass
 class _Sprite:
     """A textured shape: texture ``th×tw×3`` float32, soft alpha ``th×tw`` float32, outline in texture pixels."""
@@ -349,8 +357,7 @@ def make_sequence(seed: int = 0, n_frames: int = 100, size: tuple[int, int] = (3
     sprite = _make_sprite(rng, photo(tgt_name), base_w, base_h, wobble)
 
     speed = rng.uniform(0.5, 4.0) if speed is None else speed
-    scale = np.exp(_smooth_walk(rng, n, 0.004, 0.95, limit=scaling) if scaling > 0 else np.zeros(n))
-    angle = np.deg2rad(_smooth_walk(rng, n, 0.15, 0.95, limit=rotation)) if rotation > 0 else np.zeros(n)
+    scale, angle = _scale_and_angle(rng, n, scaling, rotation)
     margin = np.array([base_w, base_h]) * 0.5 * np.exp(scaling)
     lo, hi = np.minimum(margin, [W / 2, H / 2]), np.maximum([W, H] - margin, [W / 2, H / 2])
     centre = _trajectory(rng, n, lo, hi, speed)
@@ -430,8 +437,7 @@ def make_sequence(seed: int = 0, n_frames: int = 100, size: tuple[int, int] = (3
         c_w = c_long if c_aspect <= 1 else c_long / c_aspect
         c_sprite = _make_sprite(crng, photo(str(crng.choice(others))), c_w, c_w * c_aspect, wobble)
         c_centre = _trajectory(crng, n, np.zeros(2), np.array([W, H], np.float64), crng.uniform(0.5, 4.0))
-        c_scale = np.exp(_smooth_walk(crng, n, 0.004, 0.95, limit=scaling) if scaling > 0 else np.zeros(n))
-        c_angle = np.deg2rad(_smooth_walk(crng, n, 0.15, 0.95, limit=rotation)) if rotation > 0 else np.zeros(n)
+        c_scale, c_angle = _scale_and_angle(crng, n, scaling, rotation)
         clutter_parts.append({"sprite": c_sprite, "centre": c_centre, "scale": c_scale, "angle": c_angle,
                               "base_w": c_w})
 

@@ -136,20 +136,19 @@ class StretchedSequence:
     """
 
     def __init__(self, seq, fx: float, fy: float):
+        from .boxes import FrameZoom
         self.seq = seq
         # both course sequence types know their (h, w) without rendering or decoding a frame
-        h, w = getattr(seq, "frame_size", None) or seq[0].shape[:2]
-        self.out_size = (max(1, int(round(w * fx))), max(1, int(round(h * fy))))
-        self.f = np.array([self.out_size[0] / w, self.out_size[1] / h] * 2)   # exact factors after rounding
-        self.boxes = np.asarray(seq.boxes, dtype=np.float64) * self.f
+        self.zoom = FrameZoom(getattr(seq, "frame_size", None) or seq[0].shape[:2], fx, fy)
+        self.out_size, self.f = self.zoom.out_size, self.zoom.f
+        self.boxes = self.zoom.to_view(seq.boxes)
         self.name = f"{getattr(seq, 'name', 'sequence')}_stretched"
 
     def __len__(self) -> int:
         return len(self.seq)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        import cv2
-        return cv2.resize(self.seq[i], self.out_size, interpolation=cv2.INTER_LINEAR)
+        return self.zoom.image(self.seq[i])
 
 
 def stretch_sequence(seq, rng: np.random.Generator, aspect: float = 0.0, zoom: float = 0.0):
