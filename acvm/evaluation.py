@@ -22,7 +22,25 @@ from .tracker import Tracker
 
 __all__ = ["SUCCESS_THRESHOLDS", "success_curve", "auc", "precision_curve", "precision",
            "OPEResult", "run_ope", "VOTResult", "run_vot", "plot_success", "plot_precision",
-           "summarise", "call_times"]
+           "summarise", "call_times", "InMemory"]
+
+
+class InMemory:
+    """A sequence with its frames decoded (or rendered) once, so that every tracker and setting that
+    runs on it sees identical input quickly. ``name`` replaces the sequence's; ``n_frames`` keeps the
+    first frames only."""
+
+    def __init__(self, seq, name: str | None = None, n_frames: int | None = None):
+        n = len(seq) if n_frames is None else min(int(n_frames), len(seq))
+        self.name = name or getattr(seq, "name", "sequence")
+        self.boxes = np.asarray(seq.boxes)[:n]
+        self.frames = [seq[i] for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.frames[i]
 
 
 def call_times(fn, repeats: int, warmup: int = 0) -> np.ndarray:

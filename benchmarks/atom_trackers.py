@@ -29,7 +29,7 @@ import sys
 import numpy as np
 
 from acvm.data import list_sequences, load_sequence, sequences_dir
-from acvm.evaluation import run_ope, summarise
+from acvm.evaluation import InMemory, run_ope, summarise
 from acvm.tracker import available_trackers, make_tracker
 
 ATOM_OPTIONS: dict = {}   # --iounet, --size-update-rate
@@ -41,20 +41,6 @@ TRACKERS = {
     "opencv-csrt": lambda: make_tracker("opencv-csrt"),
 }
 DEFAULT = ["atom", "atom (untrained)", "siamfc", "opencv-csrt"]
-
-
-class InMemory:
-    """A sequence with its frames decoded once, so that every tracker sees identical input quickly."""
-
-    def __init__(self, seq, name: str | None = None):
-        self.name, self.boxes = name or seq.name, np.asarray(seq.boxes)
-        self.frames = [seq[i] for i in range(len(seq))]
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, i):
-        return self.frames[i]
 
 
 def evaluate(sequences, trackers: dict) -> list[dict]:

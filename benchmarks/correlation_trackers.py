@@ -26,26 +26,11 @@ import time
 import numpy as np
 
 from acvm.data import list_sequences, load_sequence
-from acvm.evaluation import run_ope
+from acvm.evaluation import InMemory, run_ope
 from acvm.tracker import available_trackers, make_tracker
 
 OURS = ["ncc", "mosse", "dcf", "particle"]
 OPENCV = ["opencv-csrt", "opencv-kcf", "opencv-mosse"]
-
-
-class InMemory:
-    """A sequence with its frames decoded once, so that every tracker sees identical input quickly."""
-
-    def __init__(self, seq, n_frames: int | None = None):
-        n = len(seq) if n_frames is None else min(n_frames, len(seq))
-        self.name, self.boxes = seq.name, np.asarray(seq.boxes)[:n]
-        self.frames = [seq[i] for i in range(n)]
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, i):
-        return self.frames[i]
 
 
 def evaluate(sequences, trackers) -> list[dict]:

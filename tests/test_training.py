@@ -156,3 +156,40 @@ def test_synthetic_source_clutter_leaves_the_default_stream_alone():
     assert drawn == {0, 1, 2, 3}
     assert make_sources(None, clutter=2)[0].max_clutter == 2
     assert make_sources(["synthetic"], clutter=2)[0].max_clutter == 2
+
+
+def _centre_steps(boxes):
+    """Per-frame centre displacement in units of the target's size (geometric mean of w and h)."""
+    b = np.asarray(boxes, dtype=np.float64)
+    c = b[:, :2] + b[:, 2:] / 2
+    return np.hypot(*np.diff(c, axis=0).T) / np.sqrt(b[:-1, 2] * b[:-1, 3])
+
+
+def test_proxy_sets_are_the_validation_sequences_made_hard_in_one_way_each():
+    from acvm.synth import validation_sequence
+    from acvm.training import PROXY_SETS, proxy_sequence
+    assert PROXY_SETS == ("plain", "tall", "clutter", "shake", "small")
+    for k in (0, 1):
+        plain = validation_sequence(k, n_frames=30)
+        np.testing.assert_array_equal(proxy_sequence("plain", k, 30).boxes, plain.boxes)
+        # tall: the same frames stretched 0.8 x 2.0, so the target is 2.5 times as elongated
+        tall = proxy_sequence("tall", k, 30)
+        np.testing.assert_allclose((tall.boxes[:, 3] / tall.boxes[:, 2]) / (plain.boxes[:, 3] / plain.boxes[:, 2]),
+                                   2.5, rtol=0.02)
+        # small: a target of about 10 % of the frame's shorter side (240 px), far below the plain draw
+        side = np.sqrt(np.prod(proxy_sequence("small", k, 30).boxes[:, 2:], 1))
+        assert 10 < np.median(side) < 30 < np.median(np.sqrt(np.prod(plain.boxes[:, 2:], 1)))
+        # shake: the target jumps as much as in OTB Human7 (median step about 0.2 target sizes)
+        assert np.median(_centre_steps(proxy_sequence("shake", k, 30).boxes)) > 2 * np.median(_centre_steps(plain.boxes))
+    assert proxy_sequence("clutter", 0, 5).settings["clutter"] == 4
+    with pytest.raises(ValueError, match="unknown proxy set 'tiny'.*plain, tall"):
+        proxy_sequence("tiny", 0)
+
+
+def test_in_memory_sequence_keeps_frames_and_boxes():
+    from acvm.evaluation import InMemory
+    seq = make_sequence(seed=5, n_frames=6, size=(64, 48))
+    mem = InMemory(seq, name="five", n_frames=4)
+    assert (mem.name, len(mem), mem.boxes.shape) == ("five", 4, (4, 4))
+    np.testing.assert_array_equal(mem[3], seq[3])
+    assert InMemory(seq).name == seq.name and len(InMemory(seq)) == 6
