@@ -24,3 +24,14 @@ for t in sorted(s, key=lambda t: -s[t]["auc"]):
     fails = sum(x.get("vot_failures", 0) for x in r)
     print(f"| {t} | {s[t]['auc']:.3f} | {s[t]['auc'] / ref['auc']:.2f} | {s[t]['precision20']:.3f} | "
           f"{s[t]['fps']:.1f} | {s[t]['fps'] / ref['fps']:.2f} | {acc:.3f} | {fails} |")
+
+# per sequence: success AUC, and the mean IoU on VOT2015_bag (issue 7's D3S target)
+seqs = sorted({x["sequence"] for x in rows})
+short = [q.split("_", 1)[-1] for q in seqs]
+print("\n| tracker | " + " | ".join(short) + " | bag mean IoU |")
+print("|---|" + "---|" * (len(seqs) + 1))
+for t in sorted(s, key=lambda t: -s[t]["auc"]):
+    by = {x["sequence"]: x for x in rows if x["tracker"] == t}
+    cells = [f"{by[q]['auc']:.3f}" if q in by else "" for q in seqs]
+    bag = by.get("VOT2015_bag", {}).get("mean_iou")
+    print(f"| {t} | " + " | ".join(cells) + f" | {'' if bag is None else f'{bag:.3f}'} |")
