@@ -3,7 +3,7 @@
     acvm trackers
     acvm track NAME SEQUENCE_DIR --out FILE
     acvm bench SEQUENCE_DIR... --trackers a,b,... --json FILE [--plot FILE] [--workers N] [--vot]
-    acvm train NAME [--steps N] [--data DIR...] [--seed S] [--out FILE] [--resume]
+    acvm train NAME [--steps N] [--data DIR...] [--seed S] [--out FILE] [--resume] [--threads N]
     acvm data synth OUT_DIR [--seed S] [--frames N] [--occlusion] [--distractor]
     acvm course build | check | execute NOTEBOOK... | slides [NOTEBOOK...] --out DIR
 """
@@ -183,13 +183,19 @@ def _cmd_train(args) -> int:
     except (ImportError, AttributeError):
         _fail(f"training for {args.name!r} is not available in this version ({TRAINERS[args.name]})")
     out = args.out or str(Path(__file__).resolve().parent.parent / "data" / "weights" / f"{args.name}.pt")
-    extra = {k: v for k, v in (("batch_size", args.batch_size), ("workers", args.workers)) if v is not None}
+    # unset options keep the trainer's defaults, the shipped weights' recipe (seed included)
+    extra = {k: v for k, v in (("batch_size", args.batch_size), ("workers", args.workers), ("seed", args.seed))
+             if v is not None}
     if extra.get("batch_size", 1) < 1:
         _fail(f"--batch-size must be positive, got {extra['batch_size']}")
     if extra.get("workers", 0) < 0:
         _fail(f"--workers must be zero or more, got {extra['workers']}")
-    path = train(steps=args.steps, data=args.data, seed=args.seed, out=out, resume=args.resume, device=args.device,
-                 **extra)
+    if args.threads is not None:
+        if args.threads < 1:
+            _fail(f"--threads must be positive, got {args.threads}")
+        import torch
+        torch.set_num_threads(args.threads)     # the CPU result depends on it in the last bits (meta records it)
+    path = train(steps=args.steps, data=args.data, out=out, resume=args.resume, device=args.device, **extra)
     print(f"weights written to {path}")
     return 0
 
@@ -262,13 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the shipped weights' number)")
     s.add_argument("--data", nargs="+", default=None,
                    help="sequence folders (OTB/VOT/GOT-10k) to train on, or 'synthetic' (default)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=None, help="seed of initialisation and data (default: the shipped weights')")
     s.add_argument("--out", default=None, help="weights file (default data/weights/NAME.pt)")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
     s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     s.add_argument("--batch-size", type=int, default=None, help="samples per step (default: the shipped weights' size)")
     s.add_argument("--workers", type=int, default=None,
                    help="processes that make training samples (default: the model's own; 0: in the training process)")
+    s.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's); the shipped CPU weights were trained with 1")
     s.set_defaults(fn=_cmd_train)
 
     s = sub.add_parser("data", help="make data")

@@ -77,17 +77,30 @@ def test_train_passes_batch_size_and_workers(monkeypatch, tmp_path, capsys):
 
     monkeypatch.setattr(acvm.siamfc, "train", fake_train)
     out = tmp_path / "w.pt"
-    assert main(["train", "siamfc", "--steps", "7", "--batch-size", "3", "--workers", "0", "--out", str(out)]) == 0
+    assert main(["train", "siamfc", "--steps", "7", "--batch-size", "3", "--workers", "0", "--seed", "2",
+                 "--out", str(out)]) == 0
     assert seen["steps"] == 7 and seen["batch_size"] == 3 and seen["workers"] == 0 and seen["out"] == str(out)
+    assert seen["seed"] == 2
     seen.clear()
     assert main(["train", "siamfc", "--out", str(out)]) == 0
-    assert "batch_size" not in seen and "workers" not in seen  # the model's own defaults apply
+    # the model's own defaults apply (the shipped weights' recipe, seed included)
+    assert "batch_size" not in seen and "workers" not in seen and "seed" not in seen
     assert f"weights written to {out}" in capsys.readouterr().out
+    # --threads is in force while the trainer runs
+    import torch
+    before = torch.get_num_threads()
+    monkeypatch.setattr(acvm.siamfc, "train", lambda **kw: seen.update(threads=torch.get_num_threads()) or kw["out"])
+    try:
+        assert main(["train", "siamfc", "--threads", "1", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen["threads"] == 1
 
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "siamfc", "--batch-size", "0"], "--batch-size must be positive"),
     (["train", "siamfc", "--workers", "-1"], "--workers must be zero or more"),
+    (["train", "siamfc", "--threads", "0"], "--threads must be positive"),
     (["bench", ".", "--trackers", "ncc", "--json", "x.json", "--threads", "0"], "--threads must be at least 1"),
 ])
 def test_bad_counts_are_named(argv, message, capsys):
