@@ -207,3 +207,17 @@ def test_tall_target_is_tracked_in_a_stretched_view_and_reported_in_frame_pixels
         assert sb[0] < c[0] < sb[0] + sb[2] and sb[1] < c[1] < sb[1] + sb[3]
         assert np.all((tracker.refined[:, 2:] > 0))
     assert np.mean(iou(np.array(boxes), seq.boxes[1:])) > 0.6
+
+
+def test_size_and_aspect_are_damped_separately():
+    """``_limit``: equal rates interpolate w and h geometrically; ``aspect_update_rate=0`` keeps h/w."""
+    tracker = object.__new__(ATOMTracker)          # _limit reads only the settings
+    previous, refined = np.array([10.0, 10.0, 20.0, 60.0]), np.array([0.0, 0.0, 40.0, 40.0])
+    tracker.settings = ATOMSettings(size_update_rate=0.5, aspect_update_rate=None, max_scale_change=10.0)
+    out = tracker._limit(refined, previous)
+    np.testing.assert_allclose(out[2:], [np.sqrt(20 * 40), np.sqrt(60 * 40)], rtol=1e-12)   # hand-computed
+    np.testing.assert_allclose(out[:2] + out[2:] / 2, [20.0, 40.0], rtol=1e-12)             # the DCF's centre kept
+    tracker.settings = ATOMSettings(size_update_rate=0.5, aspect_update_rate=0.0, max_scale_change=10.0)
+    out = tracker._limit(refined, previous)
+    assert out[3] / out[2] == pytest.approx(3.0, rel=1e-12)                                 # the old shape
+    assert out[2] * out[3] == pytest.approx(np.sqrt(20 * 60 * 40 * 40), rel=1e-12)          # the damped area
