@@ -364,7 +364,7 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
     if workers is None:
         workers = max(1, (os.cpu_count() or 1) - 1) if (os.cpu_count() or 1) >= 2 else 0
     torch.manual_seed(seed)
-    started_from = "random"
+    started_from, pretrained = "random", False
     siamfc = WEIGHTS.with_name("siamfc.pt")
     if init not in (None, "siamfc") and not resume:
         model, before = load_model(init)
@@ -372,14 +372,15 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
         settings = model.settings
         started_from = (f"fine-tuned from {Path(init).name} "
                         f"({before.get('command', '?')}, {before.get('steps', '?')} steps)")
+        pretrained = True
     else:
         model = STARKNet(settings)
         if init == "siamfc" and siamfc.is_file():
             if not resume:   # on resume the checkpoint holds the same backbone
                 from .backbone import trained_backbone
                 model.backbone.load_state_dict(trained_backbone(siamfc).state_dict())
-            started_from = f"backbone from {siamfc.name}"
-    if freeze and started_from != "random":   # before the optimiser is made: it must see the same parameters on resume
+            started_from, pretrained = f"backbone from {siamfc.name}", True
+    if freeze and pretrained:   # before the optimiser is made: it must see the same parameters on resume
         model.freeze_backbone()
         started_from += ", frozen"
     sampler = _sampler(settings, data, aspect=aspect, zoom=zoom, shift=shift, clutter=clutter)

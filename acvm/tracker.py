@@ -22,7 +22,8 @@ import numpy as np
 
 from .boxes import as_boxes, box_in_image, xywh_to_cxcywh
 
-__all__ = ["Tracker", "TRACKERS", "make_tracker", "available_trackers", "check_image", "check_init_box", "check_init"]
+__all__ = ["Tracker", "TRACKERS", "make_tracker", "available_trackers", "check_image", "check_init_box", "check_init",
+           "parse_settings"]
 
 
 class Tracker:
@@ -130,3 +131,22 @@ def make_tracker(name: str, **settings) -> Tracker:
     if name not in TRACKERS:
         raise ValueError(f"unknown tracker {name!r}; choose one of: {', '.join(available_trackers())}")
     return _resolve(name)(**settings)
+
+
+def parse_settings(items) -> dict:
+    """``["name=value", ...]`` (a benchmark's ``--set`` options) -> ``{name: value}`` for :func:`make_tracker`.
+
+    Values are Python literals (``0.25``, ``True``, ``(1, 2)``, ``None``); anything else is kept as
+    text (a file name). An item without ``=`` raises ``ValueError`` naming it.
+    """
+    import ast
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"expected NAME=VALUE, got {item!r}")
+        name, value = (part.strip() for part in item.split("=", 1))
+        try:
+            out[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[name] = value
+    return out

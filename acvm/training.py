@@ -152,6 +152,9 @@ class StretchedSequence:
         return self.zoom.image(self.seq[i])
 
 
+_PROXY_MAKERS = {"plain": {}, "tall": {}, "clutter": {"clutter": 4}, "shake": {"shake": 6.0},
+                 "small": {"target_size": 0.1}}      # make_sequence keywords; "tall" is stretched after
+
 #: The held-out synthetic sets that the trackers' settings are chosen on (``benchmarks/proxy_sets.py``),
 #: never the six real sequences. Each holds :func:`acvm.synth.validation_sequence` ``k = 0..5`` (seeds
 #: 10000+k, an occluder when ``k % 3 == 1``, a look-alike when ``k % 3 == 2``), made harder in one way
@@ -163,17 +166,15 @@ class StretchedSequence:
 #: * ``shake``: camera shake of 6 px: the centre moves 0.15-0.3 target sizes per frame (median; 95th
 #:   percentile 0.33-0.63), as in OTB Human7 (0.22, 0.57) and Surfer (0.16, 0.44);
 #: * ``small``: targets of about 20 px (OTB Surfer's face: 35 px in 480×360, Crossing: 26 px).
-PROXY_SETS = ("plain", "tall", "clutter", "shake", "small")
+PROXY_SETS = tuple(_PROXY_MAKERS)
 
 
 def proxy_sequence(name: str, k: int, n_frames: int = 100):
     """The ``k``-th sequence of the proxy set ``name`` (one of :data:`PROXY_SETS`)."""
     from .synth import validation_sequence
-    kwargs = {"plain": {}, "tall": {}, "clutter": {"clutter": 4}, "shake": {"shake": 6.0},
-              "small": {"target_size": 0.1}}
-    if name not in kwargs:
+    if name not in _PROXY_MAKERS:
         raise ValueError(f"unknown proxy set {name!r}; the sets are {', '.join(PROXY_SETS)}")
-    seq = validation_sequence(k, n_frames=n_frames, **kwargs[name])
+    seq = validation_sequence(k, n_frames=n_frames, **_PROXY_MAKERS[name])
     return StretchedSequence(seq, 0.8, 2.0) if name == "tall" else seq
 
 

@@ -22,15 +22,12 @@ Exits with status 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 
-import numpy as np
-
 from acvm.data import list_sequences, load_sequence, sequences_dir
 from acvm.evaluation import InMemory, run_ope, summarise
-from acvm.tracker import available_trackers, make_tracker
+from acvm.tracker import available_trackers, make_tracker, parse_settings
 
 ATOM_OPTIONS: dict = {}   # --iounet, --size-update-rate
 TRACKERS = {
@@ -73,9 +70,7 @@ def main() -> int:
         ATOM_OPTIONS["weights"] = args.iounet
     if args.size_update_rate is not None:
         ATOM_OPTIONS["size_update_rate"] = args.size_update_rate
-    for item in args.set:
-        key, value = item.split("=", 1)
-        ATOM_OPTIONS[key.strip()] = ast.literal_eval(value.strip())
+    ATOM_OPTIONS.update(parse_settings(args.set))
     names = [t.strip() for t in args.trackers.split(",") if t.strip()]
     trackers = {k: TRACKERS[k] for k in names if not k.startswith("opencv-") or k in available_trackers()}
     paths = args.sequences if args.sequences else list_sequences(sequences_dir())

@@ -16,7 +16,6 @@ NAME=V1,V2,...`` runs every combination. Frames are rendered once and shared by 
 from __future__ import annotations
 
 import argparse
-import ast
 import itertools
 import json
 import sys
@@ -26,25 +25,8 @@ import numpy as np
 import torch
 
 from acvm.evaluation import InMemory, run_ope
-from acvm.tracker import make_tracker
+from acvm.tracker import make_tracker, parse_settings
 from acvm.training import PROXY_SETS, proxy_sequence
-
-
-def _value(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text                                     # a plain string, e.g. a file name
-
-
-def _pairs(items, what: str) -> dict:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SystemExit(f"{what} expects NAME=VALUE, got {item!r}")
-        name, value = item.split("=", 1)
-        out[name] = value
-    return out
 
 
 def main(argv=None) -> int:
@@ -61,10 +43,18 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    fixed = {k: _value(v) for k, v in _pairs(args.set, "--set").items()}
+    try:
+        fixed = parse_settings(args.set)
+        grid = {}
+        for item in args.grid or []:      # NAME=V1,V2: each value parsed as --set parses one
+            if "=" not in item:
+                raise ValueError(f"expected NAME=V1,V2, got {item!r}")
+            name, values = (part.strip() for part in item.split("=", 1))
+            grid[name] = [parse_settings([f"{name}={v}"])[name] for v in values.split(",")]
+    except ValueError as exc:
+        raise SystemExit(f"--set/--grid: {exc}") from None
     if args.weights:
         fixed["weights"] = args.weights
-    grid = {k: [_value(x) for x in v.split(",")] for k, v in _pairs(args.grid, "--grid").items()}
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     t0 = time.perf_counter()
     data = {name: [InMemory(proxy_sequence(name, k)) for k in range(args.sequences)] for name in sets}

@@ -120,3 +120,13 @@ def test_bench_threads_sets_torch_threads(shared_sequences, tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_parse_settings_reads_literals_and_keeps_text():
+    from acvm.tracker import parse_settings
+    assert parse_settings(["lr=0.25", " calibrate = True", "ratios=(1, 2)", "aspect_update_rate=None",
+                           "weights=/tmp/w.pt"]) == {"lr": 0.25, "calibrate": True, "ratios": (1, 2),
+                                                     "aspect_update_rate": None, "weights": "/tmp/w.pt"}
+    assert parse_settings(None) == {} and parse_settings(["a=b=c"]) == {"a": "b=c"}
+    with pytest.raises(ValueError, match="NAME=VALUE, got 'lr'"):
+        parse_settings(["lr"])
