@@ -29,7 +29,8 @@ TRAINERS = {
     "mdnet": "acvm.mdnet:train",
     "iounet": "acvm.iounet:train",
     "d3s": "acvm.d3s:train",
-    "stark": "acvm.stark:train",
+    "stark": "acvm.stark:fine_tune",      # the tracker's weights, from stark-base's (CPU, 24 min)
+    "stark-base": "acvm.stark:train",     # the base network (one GPU, 2.5 min)
 }
 
 

@@ -9,7 +9,7 @@ OUT=${OUT:-/tmp/gpu_smoke}
 mkdir -p "$OUT"
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
 status=0
-for name in siamfc siamrpn mdnet iounet d3s stark; do
+for name in siamfc siamrpn mdnet iounet d3s stark-base stark; do
   start=$(date +%s)
   if PYTHONPATH=. "$PY" -m acvm train "$name" --steps 20 --device cuda --workers 4 --out "$OUT/$name.pt" > "$OUT/$name.log" 2>&1; then
     secs=$(( $(date +%s) - start ))

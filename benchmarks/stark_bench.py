@@ -27,9 +27,11 @@ COURSE = ["OTB_Crossing", "OTB_Human7", "OTB_Surfer", "VOT2014_ball", "VOT2014_c
 
 
 def factories() -> dict:
-    from acvm.stark import STARKTracker
+    from acvm.stark import BASE_WEIGHTS, STARKTracker
     from acvm.tracker import make_tracker
     out = {"stark": lambda: STARKTracker(), "stark-untrained": lambda: STARKTracker(weights="random")}
+    if BASE_WEIGHTS.is_file():   # the ablation: the network the shipped one is fine-tuned from, no matching branch
+        out["stark-base"] = lambda: STARKTracker(weights=BASE_WEIGHTS)
     try:
         make_tracker("siamfc")
         out["siamfc"] = lambda: make_tracker("siamfc")
@@ -44,7 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("sequences", nargs="*", help="sequence folders (default: the six course sequences)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
     p.add_argument("--frames", type=int, default=None, help="only the first N frames of each sequence")
-    p.add_argument("--trackers", default=None, help="comma-separated subset of: stark, stark-untrained, siamfc, opencv-csrt")
+    p.add_argument("--trackers", default=None, help="comma-separated subset of: stark, stark-base, stark-untrained, siamfc, opencv-csrt")
     p.add_argument("--json", default=None, help="write the rows and the summary here")
     args = p.parse_args(argv)
     if args.threads:

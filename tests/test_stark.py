@@ -219,7 +219,7 @@ def test_tracker_follows_its_corners_when_confident_and_holds_when_not(net, scen
     image, box = scene
     cells = [(7, 8), (17, 16)]                         # top-left at (99.5, 91.5), bottom-right (163.5, 171.5)
     x1, y1, x2, y2 = CELL[8], CELL[7], CELL[16], CELL[17]
-    t = _tracker(net, confidence_threshold=0.5, size_lr=1.0)
+    t = _tracker(net, confidence_threshold=0.5, size_lr=1.0, max_size_change=math.inf)
     t.init(image, box)
     _fixed_prediction(t, cells, peak=0.9)
     got = t.update(image)
@@ -230,7 +230,7 @@ def test_tracker_follows_its_corners_when_confident_and_holds_when_not(net, scen
     assert t.search_side == pytest.approx(side)
     np.testing.assert_allclose(got, crop_to_image([x1, y1, x2 - x1, y2 - y1], (120.0, 105.0), side, 255), atol=1e-9)
     # with size_lr = 0.5 the size moves half-way, the centre all the way
-    half = _tracker(net, confidence_threshold=0.5, size_lr=0.5)
+    half = _tracker(net, confidence_threshold=0.5, size_lr=0.5, max_size_change=math.inf)
     half.init(image, box)
     _fixed_prediction(half, cells, peak=0.9)
     c = xywh_to_cxcywh(half.update(image))
@@ -243,6 +243,14 @@ def test_tracker_follows_its_corners_when_confident_and_holds_when_not(net, scen
     _fixed_prediction(unsure, cells, peak=0.0)
     np.testing.assert_allclose(unsure.update(image), box, atol=1e-9)
     assert unsure.confidence == pytest.approx(4 / 576)   # flat maps: the first cell is the "peak"
+    # the size may change by at most max_size_change a frame, each side on its own; the centre moves freely
+    slow = _tracker(net, confidence_threshold=0.5, size_lr=1.0, max_size_change=0.01)
+    slow.init(image, box)
+    _fixed_prediction(slow, cells, peak=0.9)
+    c = xywh_to_cxcywh(slow.update(image))
+    np.testing.assert_allclose(c[:2], full[:2], atol=1e-9)
+    grow = full[2:] > box[2:]
+    np.testing.assert_allclose(c[2:], np.where(grow, box[2:] * 1.01, box[2:] / 1.01), atol=1e-9)
 
 
 def test_localise_prior_picks_the_mode_near_the_last_corner(net):
@@ -355,7 +363,7 @@ def test_elongated_targets_are_seen_through_a_stretched_crop(net):
     np.testing.assert_allclose(square.region(), [side, side])
     # the predicted corners map back through the same stretched region
     cells = [(7, 8), (17, 16)]
-    t2 = _tracker(net, max_aspect=1.5, confidence_threshold=0.5, size_lr=1.0)
+    t2 = _tracker(net, max_aspect=1.5, confidence_threshold=0.5, size_lr=1.0, max_size_change=math.inf)
     t2.init(image, box)
     _fixed_prediction(t2, cells, peak=0.9)
     got = t2.update(image)
@@ -437,7 +445,7 @@ def test_tracker_geometry_follows_a_small_elongated_target_exactly(net):
     from acvm.synth import make_sequence
     seq = stark.StretchedSequence(make_sequence(10300, n_frames=15, size=(160, 120), target_size=0.2), 0.6, 1.8)
     assert seq.boxes[0, 3] / seq.boxes[0, 2] > 2.5 and seq.boxes[0, 2] < 15     # small and elongated
-    t = _tracker(net, size_lr=1.0)                       # default max_aspect, motion prior, min_size
+    t = _tracker(net, size_lr=1.0, max_size_change=math.inf)   # default max_aspect, motion prior, min_size
     t.init(seq[0], seq.boxes[0])
     frame = {"i": 0}
     n = t.n_templates * 64 + 576
@@ -449,3 +457,89 @@ def test_tracker_geometry_follows_a_small_elongated_target_exactly(net):
         ious.append(float(iou(t.update(seq[i]), seq.boxes[i])))
         assert t.confidence > t.settings.confidence_threshold
     assert min(ious) > 0.97, ious
+
+
+# --- the matching branch (settings.correlation) ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def corr_net():
+    torch.manual_seed(0)
+    return stark.STARKNet(stark.STARKSettings(layers=1, correlation=True)).eval()
+
+
+def test_adding_the_matching_branch_changes_nothing_until_trained():
+    torch.manual_seed(0)
+    plain = stark.STARKNet(stark.STARKSettings(layers=1)).eval()
+    with_branch = stark._with_correlation(plain).eval()
+    assert with_branch.settings.correlation and not with_branch.training
+    g = torch.Generator().manual_seed(2)
+    z, x = torch.rand(2, 2, 3, 127, 127, generator=g), torch.rand(2, 3, 255, 255, generator=g)
+    with torch.no_grad():
+        a, b = plain(z, x), with_branch(z, x)
+    torch.testing.assert_close(a["logits"], b["logits"], rtol=0, atol=0)
+    assert "response" not in a and b["response"].shape == (2, 1, 24, 24)
+    with torch.no_grad():
+        with_branch.corr_embed.bias.fill_(0.5)      # once the embedding moves, the output follows
+        assert not torch.allclose(with_branch(z, x)["logits"], a["logits"])
+
+
+def test_response_is_the_channel_summed_correlation_on_the_token_grid(corr_net):
+    from scipy.signal import correlate
+    g = torch.Generator().manual_seed(3)
+    z, x = torch.rand(1, 3, 127, 127, generator=g), torch.rand(1, 3, 255, 255, generator=g)
+    kernel = corr_net.match_kernel(z)
+    assert kernel.shape == (1, 128, 7, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(kernel, corr_net.matcher(z)[:, :, :7, :7])
+        fx = corr_net.matcher(x)[0].double().numpy()
+        got = corr_net.response(kernel, x)[0, 0].double().numpy()
+    k = kernel[0].double().numpy()
+    ref = sum(correlate(fx[c], k[c], mode="same") for c in range(fx.shape[0]))   # zero-padded, centred
+    ref = (ref - ref.mean()) / ref.std(ddof=1)
+    np.testing.assert_allclose(got, ref, atol=2e-4)
+
+
+def test_a_network_with_the_branch_needs_the_kernel(corr_net):
+    x = torch.rand(1, 3, 255, 255)
+    with torch.no_grad():
+        tokens = corr_net.template_tokens(torch.rand(1, 2, 3, 127, 127))
+        with pytest.raises(ValueError, match="match_kernel"):
+            corr_net.encode(tokens, x)
+
+
+def test_tracker_keeps_the_first_templates_kernel_and_exposes_the_response(corr_net, net, scene):
+    image, box = scene
+    t = _tracker(corr_net, update_interval=1, update_threshold=0.0)
+    t.init(image, box)
+    kernel = t.kernel.clone()
+    with torch.no_grad():
+        torch.testing.assert_close(kernel, corr_net.match_kernel(torch.from_numpy(t.first_template).permute(2, 0, 1)[None].float() / 255))
+    for _ in range(2):
+        t.update(image)
+    assert t.response.shape == (24, 24) and abs(float(t.response.mean())) < 1e-4
+    torch.testing.assert_close(t.kernel, kernel)          # the dynamic template does not change it
+    plain = _tracker(net)
+    plain.init(image, box)
+    plain.update(image)
+    assert plain.response is None and plain.kernel is None
+
+
+def test_fine_tuning_adds_the_branch_with_siamfcs_backbone_and_keeps_it_fixed(tmp_path):
+    from acvm.backbone import trained_backbone
+    siamfc = stark.WEIGHTS.with_name("siamfc.pt")
+    if not siamfc.is_file():
+        pytest.skip("no shipped SiamFC weights")
+    s = stark.STARKSettings(layers=1, templates=1)
+    base = stark.train(steps=1, batch_size=2, workers=0, out=tmp_path / "b.pt", settings=s, progress=False)
+    path = stark.train(steps=2, batch_size=2, workers=0, out=tmp_path / "c.pt", init=str(base), lr=1e-2,
+                       freeze=True, correlation=True, clutter=2, progress=False)
+    net, meta = stark.load_model(path)
+    before, _ = stark.load_model(base)
+    assert net.settings == stark.STARKSettings(layers=1, templates=1, correlation=True)
+    assert meta["init"].startswith("fine-tuned from b.pt") and "correlation channel from siamfc.pt" in meta["init"]
+    for k, v in trained_backbone(siamfc).state_dict().items():     # the matcher is SiamFC's, unchanged
+        torch.testing.assert_close(net.matcher.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    for k, v in before.backbone.state_dict().items():              # the frozen backbone too
+        torch.testing.assert_close(net.backbone.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    assert net.corr_embed.weight.abs().sum() > 0                   # the branch's embedding trained
+    assert not torch.allclose(net.bottleneck.weight, before.bottleneck.weight)
