@@ -383,7 +383,7 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
     few hundred only smoke-tests); :func:`fine_tune` makes the tracker's weights from them.
     A CPU recipe, ``train(init="siamfc", freeze=True, batch_size=8, lr=1e-3, steps=1500, aspect=0.5,
     zoom=1.0, shift=64)``, takes about 20 minutes on one thread but is undertrained: mean AUC 0.43 on
-    six held-out synthetic sequences against 0.71 for the shipped weights, 0.39 against 0.42 on the
+    six held-out synthetic sequences against 0.71 for the base weights, 0.39 against 0.42 on the
     six real ones.
 
     Args:
