@@ -446,10 +446,10 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
                 from .backbone import trained_backbone
                 model.backbone.load_state_dict(trained_backbone(siamfc).state_dict())
             started_from, pretrained = f"backbone from {siamfc.name}", True
-    if correlation and not resume:   # on resume the checkpoint holds the same matcher
-        from .backbone import trained_backbone
-        model.matcher.load_state_dict(trained_backbone(siamfc).state_dict())   # names the file when missing
     if correlation:
+        if not resume:   # on resume the checkpoint holds the same matcher
+            from .backbone import trained_backbone
+            model.matcher.load_state_dict(trained_backbone(siamfc).state_dict())   # names the file when missing
         started_from += f", correlation channel from {siamfc.name}"
     if freeze and pretrained:   # before the optimiser is made: it must see the same parameters on resume
         model.freeze_backbone()
@@ -689,8 +689,6 @@ class STARKTracker(Tracker):
         with torch.no_grad():
             z = to_tensor(self.templates, self.device)[None]          # (1, T, 3, S_z, S_z)
             self.z_tokens = self.net.template_tokens(z)
-            if self.net.settings.correlation:                         # the first template's, kept
-                self.kernel = self.net.match_kernel(z[:, 0])
 
     # the interface ---------------------------------------------------------------------------------------
 
@@ -703,6 +701,9 @@ class STARKTracker(Tracker):
         z = self.crop_template(image)
         self.first_template = z
         self._set_templates([z] * s.templates)
+        if self.net.settings.correlation:      # the first template's correlation kernel, kept for the sequence
+            with torch.no_grad():
+                self.kernel = self.net.match_kernel(to_tensor(self.templates, self.device)[:1])
         self.box = np.asarray(box, dtype=np.float64).copy()
         self.frame = 0
         self.confidence = None
