@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-__all__ = ["check", "compare"]
+__all__ = ["check", "compare", "expect"]
 
 
 def _to_numpy(x):
@@ -116,3 +116,28 @@ def check(student: Callable, reference: Callable, inputs: Iterable | Callable[[]
     if not quiet:
         print(f"✓ {name}: matches the reference on {len(cases)} test inputs.")
     return student
+
+
+def expect(what: str, value: float, quoted: float, tol: float) -> float:
+    """Stop with a clear message unless a measured number lies within ``tol`` of the one the text quotes.
+
+    A tracker's trajectory, and so every metric of a tracker or training run, follows the last bits
+    of its convolutions, FFTs and exponentials, and those differ between CPUs (AVX2, AVX-512, ARM).
+    Such numbers are therefore printed in cells nbval does not compare, and guarded by this instead:
+    a student sees the number, CI still finds out when a tracker stops working as the text says.
+
+    Args:
+        what: the number's name in the message, e.g. ``"atom's AUC on VOT2015_bag"``.
+        value: what the cell measured.
+        quoted: the value the notebook's text (and committed output) quotes.
+        tol: how far ``value`` may lie from ``quoted``; say in the notebook why it is that wide.
+    Returns:
+        ``value`` as a float, so the call can sit inside an expression.
+    """
+    value = float(value)
+    if not np.isfinite(value) or abs(value - quoted) > tol:
+        raise AssertionError(
+            f"{what} is {value:.4g}, but this notebook's text says {quoted:g} ± {tol:g}. If you changed a "
+            f"setting or an exercise above, that explains it; if not, the tracker no longer behaves as the "
+            f"text describes: please report it.")
+    return value

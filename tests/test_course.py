@@ -155,3 +155,30 @@ def test_solved_notebooks_present_as_slides():
     for path in sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb")):
         problems += course.slide_problems(nbformat.read(path, as_version=4), path.name)
     assert problems == []
+
+
+# what a tracker or training run measures: it follows the CPU's kernels, so never in a checked cell
+_RUN_METRICS = ("run_ope(", "run_vot(", ".auc", ".precision20", "make_tracker(", "Tracker(", "fit(",
+                "ScoreMapViewer(", "ParticleRun(", "mask_scores(", "refine_boxes(", "iou_heatmaps(")
+
+
+def test_no_checked_cell_prints_a_metric_of_a_run():
+    offenders = []
+    for path in sorted((ROOT / "solutions").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code" and "# NBVAL_CHECK_OUTPUT" in cell.source:
+                hits = [t for t in _RUN_METRICS if t in cell.source]
+                if hits:
+                    offenders.append(f"{path.name} cell {i}: {', '.join(hits)}")
+    assert not offenders, "checked cells that print metrics of tracker or training runs: " + "; ".join(offenders)
+
+
+def test_expect_passes_within_tolerance_and_names_the_number():
+    from acvm.exercise import expect
+    assert expect("AUC", 0.71, 0.69, 0.03) == pytest.approx(0.71)
+    assert expect("failures", 20, 18, 2) == 20.0
+    with pytest.raises(AssertionError, match=r"atom's AUC is 0\.6.*0\.69 ± 0\.03"):
+        expect("atom's AUC", 0.65, 0.69, 0.03)
+    with pytest.raises(AssertionError, match="nan"):
+        expect("AUC", float("nan"), 0.69, 0.03)
