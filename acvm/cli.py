@@ -2,8 +2,9 @@
 
     acvm trackers
     acvm track NAME SEQUENCE_DIR --out FILE
-    acvm bench SEQUENCE_DIR... --trackers a,b,... --json FILE [--plot FILE] [--workers N] [--vot]
-    acvm train NAME [--steps N] [--data DIR...] [--seed S] [--out FILE] [--resume] [--threads N]
+    acvm bench SEQUENCE_DIR... --trackers a,b,... --json FILE [--plot FILE] [--workers N] [--vot] [--split S]
+    acvm train NAME [--steps N] [--data DIR...] [--synthetic-fraction F] [--seed S] [--out FILE] [--resume]
+               [--threads N]
     acvm data synth OUT_DIR [--seed S] [--frames N] [--occlusion] [--distractor]
     acvm course build | check | execute NOTEBOOK... | slides [NOTEBOOK...] --out DIR
 """
@@ -139,10 +140,11 @@ def _cmd_bench(args) -> int:
             sequences.append(s)
     if not sequences:
         _fail("no sequence folders given")
-    args.sequences = sequences
-    t0 = time.time()
     if args.threads is not None and args.threads < 1:
         _fail(f"--threads must be at least 1, got {args.threads}")
+    from .data import expand_sequence_folders
+    args.sequences = [str(p) for p in expand_sequence_folders(sequences, args.split, require_split=args.split is not None)]
+    t0 = time.time()
     rows = bench(args.sequences, trackers, workers=args.workers, vot=args.vot, progress=not args.quiet,
                  threads=args.threads)
     summary = summarise(rows)
@@ -196,9 +198,27 @@ def _cmd_train(args) -> int:
             _fail(f"--threads must be positive, got {args.threads}")
         import torch
         torch.set_num_threads(args.threads)     # the CPU result depends on it in the last bits (meta records it)
-    path = train(steps=args.steps, data=args.data, out=out, resume=args.resume, device=args.device, **extra)
+    path = train(steps=args.steps, data=_training_data(args), out=out, resume=args.resume, device=args.device,
+                 **extra)
     print(f"weights written to {path}")
     return 0
+
+
+def _training_data(args):
+    """``--data`` and ``--synthetic-fraction`` as the trainers take them: ``None`` (synthetic only, the
+    shipped recipes) or a :class:`acvm.training.TrainingData` (real folders mixed with synthetic)."""
+    from .training import TrainingData
+    items = list(args.data or [])
+    folders = tuple(d for d in items if d != "synthetic")
+    fraction = args.synthetic_fraction
+    if not folders:
+        if fraction is not None and fraction != 1.0:
+            _fail("--synthetic-fraction below 1 needs --data folders of real sequences")
+        return None
+    for d in folders:
+        if not Path(d).is_dir():
+            _fail(f"--data {d}: no such folder")
+    return TrainingData(folders, 0.5 if fraction is None else fraction)
 
 
 def _cmd_data(args) -> int:
@@ -253,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_track)
 
     s = sub.add_parser("bench", help="one-pass evaluation of trackers on sequences")
-    s.add_argument("sequences", nargs="+", help="sequence folders")
+    s.add_argument("sequences", nargs="+", help="sequence folders, or folders of sequences (see --split)")
+    s.add_argument("--split", default=None,
+                   help="read each folder's <split>.txt (e.g. validation: ../shared/training/validation.txt) "
+                        "for the sequences to run; without it a folder of sequences means all of them")
     s.add_argument("--trackers", required=True, help="comma-separated tracker names")
     s.add_argument("--json", required=True, help="where to write the results")
     s.add_argument("--plot", help="PNG file for the success and precision plots")
@@ -268,7 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name", help=f"one of: {', '.join(TRAINERS)}")
     s.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the shipped weights' number)")
     s.add_argument("--data", nargs="+", default=None,
-                   help="sequence folders (OTB/VOT/GOT-10k) to train on, or 'synthetic' (default)")
+                   help="sequence folders (OTB/VOT/GOT-10k) to train on, or 'synthetic' (default); a folder "
+                        "with train.txt (../shared/training) means the sequences it lists")
+    s.add_argument("--synthetic-fraction", type=float, default=None,
+                   help="share of training pairs from synthetic sequences when --data names real folders "
+                        "(default 0.5; recorded in the weights' meta)")
     s.add_argument("--seed", type=int, default=None, help="seed of initialisation and data (default: the shipped weights')")
     s.add_argument("--out", default=None, help="weights file (default data/weights/NAME.pt)")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")

@@ -8,12 +8,19 @@ Layouts found automatically (DESIGN.md):
 * **GOT-10k**: frames at the folder root + ``groundtruth.txt`` with 0-based ``x,y,w,h``.
 
 Separators may be commas, tabs or spaces. Frames are read when indexed, so a sequence of a
-thousand frames opens instantly.
+thousand frames opens instantly. A ``masks/`` folder beside the frames (DAVIS: ``0001.png``... with
+0/255, numbered as the frames; or ``mask/`` as :func:`acvm.synth.write_otb` writes) gives per-frame target masks, also read when indexed.
+
+A folder of sequences may carry split files (``train.txt``, ``validation.txt``: one sequence
+folder name a line); :func:`split_sequences` and :func:`expand_sequence_folders` read them, so
+training reads only ``train.txt`` and settings are chosen on ``validation.txt``.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +29,9 @@ import numpy as np
 
 from .boxes import polygon_to_xywh
 
-__all__ = ["Sequence", "SequenceError", "load_sequence", "read_groundtruth", "read_frame",
-           "sequences_dir", "course_sequence", "list_sequences", "IMAGE_SUFFIXES"]
+__all__ = ["Sequence", "SequenceError", "load_sequence", "read_groundtruth", "read_frame", "read_mask",
+           "sequences_dir", "course_sequence", "list_sequences", "IMAGE_SUFFIXES", "LazyMasks", "FrameCache",
+           "split_sequences", "expand_sequence_folders", "is_sequence_dir", "split_file_digest"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 _GT_NAMES = ("groundtruth_rect.txt", "groundtruth.txt", "groundtruth_rect.1.txt")
@@ -54,6 +62,62 @@ def read_frame(path: str | os.PathLike) -> np.ndarray:
     if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read one target mask (a PNG, target > 127) as an ``H×W`` bool array; errors name the file."""
+    return read_frame(path)[:, :, 0] > 127
+
+
+class LazyMasks:
+    """Per-frame masks read from files when indexed: ``masks[i]`` is ``H×W`` bool, ``len(masks)`` frames."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return read_mask(self.paths[index])
+
+    def __repr__(self) -> str:
+        return f"LazyMasks({len(self)} files in {self.paths[0].parent if self.paths else '-'})"
+
+
+class FrameCache:
+    """Decoded frames kept in memory, least recently used dropped first, at most ``max_bytes`` in all.
+
+    Training reads the same few thousand frames again and again; decoding a JPEG costs about as much
+    as a training step's data, so :class:`acvm.training.FolderSource` gives its sequences one cache.
+    Keys are frame paths; each process (DataLoader workers included) has its own.
+    """
+
+    def __init__(self, max_bytes: int = 4 << 30):
+        self.max_bytes, self.bytes = int(max_bytes), 0
+        self._frames: OrderedDict = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, path: Path) -> np.ndarray:
+        """The frame at ``path`` (read with :func:`read_frame` on a miss). Do not modify it in place."""
+        frame = self._frames.get(path)
+        if frame is not None:
+            self._frames.move_to_end(path)
+            self.hits += 1
+            return frame
+        self.misses += 1
+        frame = read_frame(path)
+        frame.setflags(write=False)   # a shared frame: a caller that writes to it gets an error, not a corrupt cache
+        if frame.nbytes <= self.max_bytes:
+            self._frames[path] = frame
+            self.bytes += frame.nbytes
+            while self.bytes > self.max_bytes:
+                _, old = self._frames.popitem(last=False)
+                self.bytes -= old.nbytes
+        return frame
+
+    def __len__(self) -> int:
+        return len(self._frames)
 
 
 def _parse_numbers(line: str, path: Path, lineno: int) -> list[float]:
@@ -119,8 +183,10 @@ def _frames_in(folder: Path) -> list[Path]:
 class Sequence:
     """A tracking sequence: frame paths and 0-based ``(N, 4)`` boxes; ``seq[i]`` reads frame ``i``.
 
-    ``boxes`` may contain NaN rows where the target is absent (VOT/GOT-10k); ``masks`` is set
-    for synthetic sequences (``(N, H, W)`` bool) and ``None`` otherwise.
+    ``boxes`` may contain NaN rows where the target is absent (VOT/GOT-10k); ``masks`` is a
+    :class:`LazyMasks` (``masks[i]`` is ``H×W`` bool) for folders with a ``masks/`` folder (DAVIS), an
+    ``(N, H, W)`` bool array where a caller sets one, and ``None`` otherwise. ``frame_cache``, when
+    set to a :class:`FrameCache`, keeps decoded frames in memory (training does).
     """
 
     name: str
@@ -128,7 +194,8 @@ class Sequence:
     boxes: np.ndarray
     layout: str = "otb"
     path: Path | None = None
-    masks: np.ndarray | None = None
+    masks: np.ndarray | LazyMasks | None = None
+    frame_cache: FrameCache | None = field(default=None, repr=False, compare=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -141,7 +208,22 @@ class Sequence:
         if not -n <= index < n:
             raise IndexError(f"frame {index} is out of range for sequence {self.name!r} with {n} frames")
         index %= n
+        if self.frame_cache is not None:
+            return self.frame_cache.get(self.frame_paths[index])
         return read_frame(self.frame_paths[index])
+
+    def frame_and_mask(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Frame ``index`` and its ``H×W`` bool mask (``None`` when the sequence has no masks)."""
+        frame = self[index]
+        if self.masks is None:
+            return frame, None
+        mask = np.asarray(self.masks[index % len(self)], dtype=bool)
+        if mask.shape != frame.shape[:2]:
+            where = getattr(self.masks, "paths", None)
+            raise SequenceError(f"the mask of frame {index} of {self.name}"
+                                f"{f' ({where[index]})' if where else ''} is {mask.shape[1]}×{mask.shape[0]}, "
+                                f"the frame {frame.shape[1]}×{frame.shape[0]}")
+        return frame, mask
 
     def __iter__(self):
         for i in range(len(self)):
@@ -189,7 +271,74 @@ def load_sequence(path: str | os.PathLike, name: str | None = None) -> Sequence:
                             "they must match one to one")
     if not np.isfinite(boxes[0]).all():
         raise SequenceError(f"{gt_path}, line 1: the first box must be a valid box to start tracking")
-    return Sequence(name or folder.name, frames, boxes, layout, folder)
+    masks = None
+    mask_dir = next((folder / d for d in ("masks", "mask") if (folder / d).is_dir()), None)
+    if mask_dir is not None:    # masks/ as DAVIS folders here, mask/ as acvm.synth.write_otb writes them
+        mask_paths = _frames_in(mask_dir)
+        if len(mask_paths) != len(frames):
+            raise SequenceError(f"{mask_dir} has {len(mask_paths)} masks but {frame_dir} has "
+                                f"{len(frames)} frames; they must match one to one")
+        masks = LazyMasks(mask_paths)
+    return Sequence(name or folder.name, frames, boxes, layout, folder, masks)
+
+
+def is_sequence_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one sequence folder (it holds a ground-truth file)."""
+    return any((Path(path) / n).is_file() for n in _GT_NAMES)
+
+
+def split_sequences(root: str | os.PathLike, split: str) -> list[Path]:
+    """The sequence folders that ``root/<split>.txt`` lists (one folder name a line, ``#`` comments).
+
+    Raises :class:`SequenceError` naming the file when it is missing or names a folder that is not
+    a sequence under ``root``.
+    """
+    root = Path(root)
+    listing = root / f"{split}.txt"
+    if not listing.is_file():
+        have = sorted(p.stem for p in root.glob("*.txt") if p.stem not in ("README", "SHA256SUMS"))
+        raise SequenceError(f"{root} has no split file {listing.name}"
+                            + (f" (it has: {', '.join(have)})" if have else ""))
+    out = []
+    for lineno, line in enumerate(listing.read_text().splitlines(), 1):
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        if not is_sequence_dir(root / name):
+            raise SequenceError(f"{listing}, line {lineno}: {name!r} is not a sequence folder in {root}")
+        out.append(root / name)
+    if not out:
+        raise SequenceError(f"{listing} lists no sequences")
+    return out
+
+
+def split_file_digest(root: str | os.PathLike, split: str) -> str:
+    """The SHA-256 of ``root/<split>.txt`` (first 12 hex digits), recorded in the weights' meta."""
+    return hashlib.sha256((Path(root) / f"{split}.txt").read_bytes()).hexdigest()[:12]
+
+
+def expand_sequence_folders(paths, split: str | None = "train", require_split: bool = False) -> list[Path]:
+    """Sequence folders from what a user typed: a sequence folder is itself; a folder with
+    ``<split>.txt`` means the sequences it lists; any other folder means every sequence in it.
+
+    ``split=None`` never reads split files (every sequence of a plain folder). With
+    ``require_split`` (``acvm bench --split``) a folder of sequences without ``<split>.txt`` is an error.
+    """
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise SequenceError(f"sequence folder {p} does not exist")
+        if is_sequence_dir(p) or not p.is_dir():
+            out.append(p)
+        elif split is not None and ((p / f"{split}.txt").is_file() or require_split):
+            out.extend(split_sequences(p, split))
+        else:
+            inner = list_sequences(p)
+            if not inner:
+                raise SequenceError(f"{p} is neither a sequence folder nor a folder of sequences")
+            out.extend(inner)
+    return out
 
 
 def sequences_dir() -> Path | None:

@@ -516,6 +516,12 @@ class MDNetTracker(Tracker):
 
 # --- pre-training ----------------------------------------------------------------------------------
 
+def synthetic_domain(d: int, n_frames: int = 80):
+    """The ``d``-th fixed synthetic pre-training sequence (frames rendered when read)."""
+    from .synth import make_sequence
+    return make_sequence(seed=1000 + d, n_frames=n_frames, occlusion=d % 3 == 1, distractor=d % 2 == 1)
+
+
 class MDNetSample:
     """One pre-training example per call: a crop of one frame of one domain with labelled boxes.
 
@@ -545,9 +551,7 @@ class MDNetSample:
         if not isinstance(self._domains, int):
             return self._domains[d]
         if d not in self._cache:
-            from .synth import make_sequence
-            self._cache[d] = make_sequence(seed=1000 + d, n_frames=self.n_frames, occlusion=d % 3 == 1,
-                                           distractor=d % 2 == 1)
+            self._cache[d] = synthetic_domain(d, self.n_frames)
         return self._cache[d]
 
     def __call__(self, rng: np.random.Generator) -> dict:
@@ -596,11 +600,18 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path = 
     Returns:
         the path written.
     """
-    from .training import FolderSource, batches, fit, save_weights, training_meta
+    from .training import FolderSource, TrainingData, batches, fit, save_weights, training_meta
     steps = TRAIN_STEPS if steps is None else int(steps)
     settings = MDNetSettings()
-    synthetic = data is None or list(np.atleast_1d(data)) == ["synthetic"]
-    domains = n_domains if synthetic else FolderSource(list(np.atleast_1d(data))).sequences
+    if isinstance(data, TrainingData):
+        # one domain per real training sequence, plus synthetic domains in the stated share
+        f = data.synthetic_fraction
+        real = FolderSource(data.folders, split=data.split).sequences if f < 1 else []
+        n_synthetic = n_domains if not real else int(round(f / (1 - f) * len(real)))
+        domains = real + [synthetic_domain(d) for d in range(n_synthetic)] if real else n_domains
+    else:
+        synthetic = data is None or list(np.atleast_1d(data)) == ["synthetic"]
+        domains = n_domains if synthetic else FolderSource(list(np.atleast_1d(data))).sequences
     torch.manual_seed(seed)
     n = domains if isinstance(domains, int) else len(domains)
     init_from = init is not None and Path(init).is_file()

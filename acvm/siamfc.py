@@ -162,7 +162,7 @@ def siamfc_loss(model: SiamFCNet, batch: dict) -> torch.Tensor:
 
 def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: bool = False,
           device=None, batch_size: int = 8, lr: float = 3e-3, workers: int | None = None,
-          progress: bool = True) -> Path:
+          progress: bool = True, pair_settings: dict | None = None, init=None) -> Path:
     """``acvm train siamfc``: train SiamFC on pairs and write ``{"state_dict", "meta"}`` to ``out``.
 
     Args:
@@ -177,6 +177,9 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
             geometrically to lr/100).
         workers: DataLoader worker processes making pairs (default: none on 2 cores, where a
             worker only competes with the network for the same cores; up to 4 on more).
+        pair_settings: overrides of :class:`acvm.training.PairSettings` fields (augmentation, Δ),
+            recorded in the meta.
+        init: a SiamFC weights file to start from (fine-tuning) instead of random weights.
     Returns:
         the path written.
     """
@@ -186,17 +189,24 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
     settings = SiamFCSettings()
     sampler = PairSampler(make_sources(data), PairSettings(template_size=settings.exemplar_size,
                                                            search_size=settings.instance_size,
-                                                           context=settings.context))
+                                                           context=settings.context, **(pair_settings or {})))
     if workers is None:
         workers = max(0, min(4, (os.cpu_count() or 1) - 2))
     torch.manual_seed(seed)
     model = SiamFCNet(settings)
+    if init is not None:
+        from .training import describe_weights, load_weights
+        extra_init = {"init": describe_weights(init, load_weights(init, model, "siamfc"))}
+    else:
+        extra_init = {}
     result = fit(model, siamfc_loss, lambda start: batches(sampler, batch_size, seed, workers, start), steps,
                  lr=lr, seed=seed, device=device, checkpoint=Path(str(out) + ".ckpt"), resume=resume,
                  progress=progress)
     # the loss curve, as means over blocks of 10 steps, so a notebook can plot how the weights came about
     curve = result.losses[: len(result.losses) // 10 * 10].reshape(-1, 10).mean(1)
-    meta = training_meta(steps, seed, data, result.seconds, batch_size=batch_size, lr=lr, workers=workers,
+    extra = {"pair_settings": {k: float(v) for k, v in pair_settings.items()}} if pair_settings else {}
+    extra.update(extra_init)
+    meta = training_meta(steps, seed, data, result.seconds, batch_size=batch_size, lr=lr, workers=workers, **extra,
                          device=result.device, final_loss=round(float(np.mean(result.losses[-100:])), 4),
                          loss_curve=[round(float(v), 4) for v in curve])
     path = save_weights(out, model, meta)

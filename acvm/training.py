@@ -38,7 +38,7 @@ import torch
 from .boxes import context_size, crop_and_resize, image_to_crop, mean_colour, xywh_to_cxcywh
 
 __all__ = [
-    "SyntheticSource", "FolderSource", "make_sources", "PairSettings", "PairSampler",
+    "SyntheticSource", "FolderSource", "TrainingData", "make_sources", "PairSettings", "PairSampler",
     "colour_jitter", "batches", "collate", "FitResult", "fit", "default_device", "seed_everything",
     "save_weights", "load_weights", "training_meta", "StretchedSequence", "StretchedSource", "stretch_sequence",
     "PROXY_SETS", "proxy_sequence",
@@ -80,19 +80,24 @@ class SyntheticSource:
 class FolderSource:
     """Real sequences from folders (OTB, VOT or GOT-10k layout), loaded once, frames read on demand.
 
-    Frames whose ground truth is missing (NaN rows) are never drawn.
+    ``paths`` go through :func:`acvm.data.expand_sequence_folders`: a folder with ``<split>.txt``
+    (``../shared/training``) means the sequences it lists, any other folder of sequences all of
+    them. Decoded frames are kept in one :class:`acvm.data.FrameCache` of ``cache_bytes`` (default
+    ``$ACVM_FRAME_CACHE_MB`` or 4096 MB), so a frame drawn again costs no JPEG decoding. Frames whose
+    ground truth is missing (NaN rows) are never drawn.
     """
 
-    def __init__(self, paths: Iterable[str | os.PathLike]):
-        from .data import list_sequences, load_sequence
-        self.sequences = []
-        for p in paths:
-            p = Path(p)
-            inner = list_sequences(p) if p.is_dir() and not _is_sequence_dir(p) else []
-            for q in inner or [p]:
-                self.sequences.append(load_sequence(q))
+    def __init__(self, paths: Iterable[str | os.PathLike], split: str = "train", cache_bytes: int | None = None):
+        from .data import FrameCache, expand_sequence_folders, load_sequence
+        paths = list(paths)
+        if cache_bytes is None:
+            cache_bytes = int(float(os.environ.get("ACVM_FRAME_CACHE_MB", 4096)) * 2 ** 20)
+        self.cache = FrameCache(cache_bytes)
+        self.sequences = [load_sequence(q) for q in expand_sequence_folders(paths, split)]
         if not self.sequences:
-            raise ValueError(f"no sequences found in {list(paths)}")
+            raise ValueError(f"no sequences found in {paths}")
+        for seq in self.sequences:
+            seq.frame_cache = self.cache
         self.name = ",".join(s.name for s in self.sequences)
 
     def sequence(self, rng: np.random.Generator):
@@ -101,17 +106,70 @@ class FolderSource:
         return self.sequences[int(rng.choice(len(self.sequences), p=lengths / lengths.sum()))]
 
     def __repr__(self) -> str:
-        return f"folders({self.name})"
+        return f"folders({len(self.sequences)} sequences)"
 
 
 def _is_sequence_dir(p: Path) -> bool:
-    return any((p / n).is_file() for n in ("groundtruth_rect.txt", "groundtruth.txt"))
+    from .data import is_sequence_dir
+    return is_sequence_dir(p)
 
 
-def make_sources(data: Iterable[str] | str | None, clutter: int = 0) -> list:
-    """Turn ``--data`` arguments into sources: ``None`` or ``"synthetic"`` -> :class:`SyntheticSource`
-    (with up to ``clutter`` clutter shapes per sequence), anything else a folder (of one sequence, or
-    of many) -> one :class:`FolderSource` for all of them."""
+@dataclass(frozen=True)
+class TrainingData:
+    """What ``acvm train NAME --data FOLDER... --synthetic-fraction F`` asks for.
+
+    ``folders`` hold real sequences (a folder with ``train.txt``, such as ``../shared/training``, means
+    the sequences that file lists); each training pair comes from a synthetic sequence with
+    probability ``synthetic_fraction`` and from a real one otherwise. Iterating over it gives the
+    strings the weights' meta records as ``data`` (folders with the SHA-256 of their split file and
+    the fraction), so every trainer passes it on unchanged to :func:`make_sources` and
+    :func:`training_meta`.
+    """
+
+    folders: tuple[str, ...] = ()
+    synthetic_fraction: float = 0.5
+    split: str = "train"
+
+    def __post_init__(self):
+        if not 0.0 <= self.synthetic_fraction <= 1.0:
+            raise ValueError(f"--synthetic-fraction must lie in [0, 1], got {self.synthetic_fraction}")
+        if not self.folders and self.synthetic_fraction < 1.0:
+            raise ValueError("a synthetic fraction below 1 needs --data folders of real sequences")
+
+    def __iter__(self):
+        from .data import split_file_digest
+        f = self.synthetic_fraction
+        if f > 0:
+            yield f"synthetic (fraction {f:g})"
+        if f < 1:
+            for d in self.folders:
+                p = Path(d)
+                if (p / f"{self.split}.txt").is_file() and not _is_sequence_dir(p):
+                    n = sum(1 for line in (p / f"{self.split}.txt").read_text().splitlines()
+                            if line.split("#", 1)[0].strip())
+                    yield (f"{d} ({self.split}.txt sha256 {split_file_digest(p, self.split)}, {n} sequences, "
+                           f"fraction {1 - f:g})")
+                else:
+                    yield f"{d} (fraction {1 - f:g})"
+
+
+def make_sources(data, clutter: int = 0) -> list:
+    """Turn ``--data`` into sources, each with a ``weight`` (its share of the training pairs).
+
+    * ``None`` or ``"synthetic"``: one :class:`SyntheticSource` (up to ``clutter`` clutter shapes);
+    * a :class:`TrainingData`: a synthetic source of weight ``synthetic_fraction`` and one
+      :class:`FolderSource` of the rest (either left out when its weight is 0);
+    * a list of ``"synthetic"`` and folders: one source for each kind, equal weights.
+    """
+    if isinstance(data, TrainingData):
+        sources = []
+        if data.synthetic_fraction > 0:
+            sources.append(SyntheticSource(max_clutter=clutter))
+            sources[-1].weight = data.synthetic_fraction
+        if data.synthetic_fraction < 1:
+            sources.append(FolderSource(data.folders, split=data.split))
+            sources[-1].weight = 1.0 - data.synthetic_fraction
+        return sources
     if data is None:
         return [SyntheticSource(max_clutter=clutter)]
     items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
@@ -199,6 +257,7 @@ class StretchedSource:
     def __init__(self, source, aspect: float = 0.0, zoom: float = 0.0, min_size: float = 8.0):
         self.source, self.aspect, self.zoom, self.min_size = source, aspect, zoom, min_size
         self.name = getattr(source, "name", "source")
+        self.weight = getattr(source, "weight", 1.0)   # the wrapped source's share of the pairs
 
     def sequence(self, rng: np.random.Generator):
         """A sequence of the wrapped source, stretched and shrunk at random."""
@@ -266,14 +325,15 @@ class PairSampler:
     Args:
         sources: objects with ``.sequence(rng)`` (:class:`SyntheticSource`, :class:`FolderSource`).
         settings: a :class:`PairSettings`.
-        weights: probability of each source (default: equal).
+        weights: probability of each source (default: each source's ``weight`` attribute, else equal).
         masks: return ``"x_mask"`` (every source must then have masks).
     """
 
     def __init__(self, sources, settings: PairSettings = PairSettings(), weights=None, masks: bool = False):
         self.sources = list(sources) if isinstance(sources, (list, tuple)) else [sources]
         self.settings = settings
-        w = np.ones(len(self.sources)) if weights is None else np.asarray(weights, dtype=np.float64)
+        w = (np.array([float(getattr(src, "weight", 1.0)) for src in self.sources]) if weights is None
+             else np.asarray(weights, dtype=np.float64))
         self.weights = w / w.sum()
         self.masks = masks
 

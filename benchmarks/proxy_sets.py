@@ -10,6 +10,10 @@ success AUC per set and over the sets.
                                               [--weights FILE] [--sets plain,small] [--per-sequence]
                                               [--json out.json] [--threads 1]
 
+``--validation ../shared/training`` runs the real validation split instead (the sequences its
+``validation.txt`` lists): the validation protocol, where every setting, seed and recipe of a learned
+tracker is chosen (docs/validation.md records the choices).
+
 ``--set NAME=VALUE`` fixes a tracker keyword (any field of the tracker's settings); ``--grid
 NAME=V1,V2,...`` runs every combination. Frames are rendered once and shared by every run.
 """
@@ -36,6 +40,8 @@ def main(argv=None) -> int:
     ap.add_argument("--grid", action="append", metavar="NAME=V1,V2", help="a tracker keyword, every value tried")
     ap.add_argument("--weights", help="weights file for the tracker (default: the shipped one)")
     ap.add_argument("--sets", default=",".join(PROXY_SETS), help="comma-separated proxy sets")
+    ap.add_argument("--validation", metavar="FOLDER",
+                    help="run the real sequences FOLDER/validation.txt lists instead of the synthetic sets")
     ap.add_argument("--sequences", type=int, default=6, help="sequences per set (k = 0..N-1)")
     ap.add_argument("--per-sequence", action="store_true", help="print every sequence's AUC")
     ap.add_argument("--json", help="write every run's per-sequence AUCs here")
@@ -57,7 +63,11 @@ def main(argv=None) -> int:
         fixed["weights"] = args.weights
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     t0 = time.perf_counter()
-    data = {name: [InMemory(proxy_sequence(name, k)) for k in range(args.sequences)] for name in sets}
+    if args.validation:
+        from acvm.data import load_sequence, split_sequences
+        data = {"validation": [InMemory(load_sequence(p)) for p in split_sequences(args.validation, "validation")]}
+    else:
+        data = {name: [InMemory(proxy_sequence(name, k)) for k in range(args.sequences)] for name in sets}
     print(f"rendered {sum(map(len, data.values()))} sequences in {time.perf_counter() - t0:.0f} s", flush=True)
 
     runs = []

@@ -130,3 +130,50 @@ def test_parse_settings_reads_literals_and_keeps_text():
     assert parse_settings(None) == {} and parse_settings(["a=b=c"]) == {"a": "b=c"}
     with pytest.raises(ValueError, match="NAME=VALUE, got 'lr'"):
         parse_settings(["lr"])
+
+
+def _split_folder(root):
+    from acvm.synth import make_sequence, write_otb
+    for name, seed in (("a", 41), ("b", 42), ("c", 43)):
+        write_otb(make_sequence(seed=seed, n_frames=8, size=(160, 120)), root / name)
+    (root / "train.txt").write_text("a\nb\n")
+    (root / "validation.txt").write_text("c\n")
+    return root
+
+
+def test_train_data_and_synthetic_fraction_reach_the_trainer(monkeypatch, tmp_path, capsys):
+    import acvm.siamfc
+    from acvm.training import TrainingData
+    seen = {}
+    monkeypatch.setattr(acvm.siamfc, "train", lambda **kw: seen.update(kw) or kw["out"])
+    root = _split_folder(tmp_path / "d")
+    out = str(tmp_path / "w.pt")
+    assert main(["train", "siamfc", "--data", str(root), "--out", out]) == 0
+    assert seen["data"] == TrainingData((str(root),), 0.5)          # real folders: half synthetic by default
+    assert main(["train", "siamfc", "--data", str(root), "--synthetic-fraction", "0.2", "--out", out]) == 0
+    assert seen["data"].synthetic_fraction == 0.2
+    assert main(["train", "siamfc", "--out", out]) == 0
+    assert seen["data"] is None                                       # the shipped recipes: synthetic only
+    for argv, message in ([["--synthetic-fraction", "0.3"], "needs --data folders"],
+                          [["--data", str(tmp_path / "nope")], "no such folder"],
+                          [["--data", str(root), "--synthetic-fraction", "2"], "must lie in [0, 1]"]):
+        with pytest.raises(SystemExit):
+            main(["train", "siamfc", "--out", out, *argv])
+        assert message in capsys.readouterr().err
+
+
+def test_bench_split_runs_the_listed_sequences(tmp_path, capsys):
+    root = _split_folder(tmp_path / "d")
+    out = tmp_path / "v.json"
+    assert main(["bench", str(root), "--split", "validation", "--trackers", "ncc", "--json", str(out),
+                 "--quiet"]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [r["sequence"] for r in rows] == ["c"]
+    with pytest.raises(SystemExit):
+        main(["bench", str(root), "--split", "test", "--trackers", "ncc", "--json", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert "has no split file test.txt" in err and "train" in err and "validation" in err
+    (root / "validation.txt").write_text("c\nmissing\n")
+    with pytest.raises(SystemExit):
+        main(["bench", str(root), "--split", "validation", "--trackers", "ncc", "--json", str(out), "--quiet"])
+    assert "validation.txt, line 2: 'missing' is not a sequence folder" in capsys.readouterr().err

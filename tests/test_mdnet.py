@@ -217,6 +217,24 @@ def test_train_writes_shared_layers_only(tmp_path):
     assert isinstance(load_model(path), MDNet)
 
 
+def test_train_on_real_folders_makes_one_domain_per_sequence(tmp_path):
+    """TrainingData: one domain per train.txt sequence plus synthetic domains in the stated share."""
+    from acvm.synth import make_sequence, write_otb
+    from acvm.training import TrainingData
+    root = tmp_path / "d"
+    for name, seed in (("a", 1), ("b", 2), ("c", 3)):
+        write_otb(make_sequence(seed=seed, n_frames=6, size=(160, 120)), root / name)
+    (root / "train.txt").write_text("a\nb\n")
+    data = TrainingData((str(root),), synthetic_fraction=0.5)
+    path = train(steps=1, batch_size=1, workers=0, data=data, out=tmp_path / "md.pt", init=None, progress=False)
+    meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
+    assert meta["domains"] == 4                                       # a, b and two synthetic
+    assert meta["data"] == list(data)
+    path = train(steps=1, batch_size=1, workers=0, data=TrainingData((str(root),), 0.0), out=tmp_path / "md0.pt",
+                 init=None, progress=False)
+    assert torch.load(path, map_location="cpu", weights_only=True)["meta"]["domains"] == 2
+
+
 def test_missing_weights_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="acvm train mdnet"):
         load_model(tmp_path / "none.pt")

@@ -6,8 +6,8 @@ import torch
 
 from acvm.boxes import context_size, xywh_to_cxcywh
 from acvm.synth import make_sequence, write_otb
-from acvm.training import (FolderSource, PairSampler, PairSettings, SyntheticSource, batches, colour_jitter,
-                           fit, load_weights, make_sources, save_weights, training_meta)
+from acvm.training import (FolderSource, PairSampler, PairSettings, SyntheticSource, TrainingData, batches,
+                           colour_jitter, fit, load_weights, make_sources, save_weights, training_meta)
 
 SMALL = PairSettings(template_size=63, search_size=127, colour=0.0, grey=0.0)
 
@@ -52,8 +52,11 @@ def test_sampler_is_seeded_and_reads_folders(tmp_path):
     kinds = make_sources(["synthetic", tmp_path / "a"])
     assert isinstance(kinds[0], SyntheticSource) and isinstance(kinds[1], FolderSource)
     assert isinstance(make_sources(None)[0], SyntheticSource)
+    import shutil
+    shutil.rmtree(tmp_path / "a" / "mask")
+    shutil.rmtree(tmp_path / "b" / "mask")
     with pytest.raises(ValueError, match="no masks"):
-        PairSampler(src, SMALL, masks=True)(np.random.default_rng(0))
+        PairSampler(FolderSource([tmp_path]), SMALL, masks=True)(np.random.default_rng(0))
 
 
 def sample_vector(rng):
@@ -193,3 +196,81 @@ def test_in_memory_sequence_keeps_frames_and_boxes():
     assert (mem.name, len(mem), mem.boxes.shape) == ("five", 4, (4, 4))
     np.testing.assert_array_equal(mem[3], seq[3])
     assert InMemory(seq).name == seq.name and len(InMemory(seq)) == 6
+
+
+def _split_folder(tmp_path):
+    """A folder of three small sequences with train.txt (a, b) and validation.txt (c)."""
+    for name, seed in (("a", 21), ("b", 22), ("c", 23)):
+        write_otb(make_sequence(seed=seed, n_frames=12, size=(160, 120)), tmp_path / name)
+    (tmp_path / "train.txt").write_text("a\nb\n")
+    (tmp_path / "validation.txt").write_text("# held out\nc\n")
+    return tmp_path
+
+
+def test_real_masks_reach_the_pair_sampler(tmp_path):
+    """Masks read from a folder (as DAVIS's) are cut with the same crop as the box, as for synthetic ones."""
+    seq = make_sequence(seed=31, n_frames=20, size=(200, 150), rotation=0.0)
+    write_otb(seq, tmp_path / "s")
+    src = FolderSource([tmp_path / "s"])
+    assert len(src.sequences[0].masks) == 20
+    for i in (0, 7):
+        assert np.array_equal(src.sequences[0].frame_and_mask(i)[1], seq.frame_and_mask(i)[1])
+    sampler = PairSampler(src, SMALL, masks=True)
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        p = sampler(rng)
+        if p["x_mask"].sum() > 0.6 * p["x_box"][2] * p["x_box"][3]:
+            assert np.abs(mask_box(p["x_mask"] > 0) - p["x_box"]).max() < 2.5
+
+
+def test_training_data_reads_train_txt_mixes_and_describes_itself(tmp_path):
+    root = _split_folder(tmp_path)
+    data = TrainingData((str(root),), synthetic_fraction=0.25)
+    sources = make_sources(data)
+    assert [type(s) for s in sources] == [SyntheticSource, FolderSource]
+    assert [s.weight for s in sources] == [0.25, 0.75]
+    assert sorted(s.name for s in sources[1].sequences) == ["a", "b"]      # validation's c never trains
+    sampler = PairSampler(sources, SMALL)
+    assert np.allclose(sampler.weights, [0.25, 0.75])
+    described = list(data)
+    import hashlib
+    digest = hashlib.sha256((root / "train.txt").read_bytes()).hexdigest()[:12]
+    assert described[0] == "synthetic (fraction 0.25)"
+    assert f"train.txt sha256 {digest}, 2 sequences, fraction 0.75" in described[1]
+    assert training_meta(1, 0, data, 0.0)["data"] == described
+    # all real, all synthetic
+    assert [type(s) for s in make_sources(TrainingData((str(root),), 0.0))] == [FolderSource]
+    assert [type(s) for s in make_sources(TrainingData((str(root),), 1.0))] == [SyntheticSource]
+    with pytest.raises(ValueError, match="synthetic-fraction"):
+        TrainingData((str(root),), 1.5)
+
+
+def test_synthetic_fraction_is_the_share_of_pairs(tmp_path):
+    """Over many draws the share of pairs cut from synthetic sequences is the stated fraction."""
+    root = _split_folder(tmp_path)
+    sources = make_sources(TrainingData((str(root),), synthetic_fraction=0.3))
+    seen = []
+    for s in sources:
+        real_sequence = s.sequence
+        s.sequence = (lambda f, kind: (lambda rng: (seen.append(kind), f(rng))[1]))(real_sequence, type(s).__name__)
+    sampler = PairSampler(sources, PairSettings(template_size=31, search_size=63, colour=0.0, grey=0.0))
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        sampler(rng)
+    share = seen.count("SyntheticSource") / len(seen)
+    assert abs(share - 0.3) < 0.07            # binomial: 3 standard deviations of 400 draws is 0.069
+
+
+def test_folder_source_caches_decoded_frames(tmp_path):
+    root = _split_folder(tmp_path)
+    src = FolderSource([root], cache_bytes=10 * 160 * 120 * 3)      # room for 10 frames
+    seq = src.sequences[0]
+    first = seq[3]
+    assert src.cache.misses == 1 and seq[3] is first and src.cache.hits == 1
+    from acvm.data import read_frame
+    assert np.array_equal(first, read_frame(seq.frame_paths[3]))
+    with pytest.raises(ValueError):
+        first[0, 0, 0] = 1                      # shared frames are read-only
+    for i in range(12):
+        seq[i]
+    assert len(src.cache) == 10 and src.cache.bytes <= src.cache.max_bytes
