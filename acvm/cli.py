@@ -198,9 +198,17 @@ def _cmd_train(args) -> int:
             _fail(f"--threads must be positive, got {args.threads}")
         import torch
         torch.set_num_threads(args.threads)     # the CPU result depends on it in the last bits (meta records it)
-    path = train(steps=args.steps, data=_training_data(args), out=out, resume=args.resume, device=args.device,
-                 **extra)
-    print(f"weights written to {path}")
+    # under torchrun (WORLD_SIZE > 1) every process trains its share and rank 0 writes the file;
+    # one process: both calls do nothing
+    from . import distributed
+    data = _training_data(args)
+    distributed.init(args.device)
+    try:
+        path = train(steps=args.steps, data=data, out=out, resume=args.resume, device=args.device, **extra)
+    finally:
+        distributed.cleanup()
+    if distributed.is_main():
+        print(f"weights written to {path}")
     return 0
 
 

@@ -60,6 +60,8 @@ class SiamFCSettings:
     response_up: int = 16           # upsampling of the 17×17 score map (bicubic) before the peak
     window_influence: float = 0.25  # weight of the cosine window blended into the response
     min_size: float = 4.0           # smallest target side in pixels the tracker allows
+    template_lr: float = 0.0        # η: φ(z) ← (1−η)·φ(z) + η·φ(z_t) after each frame; 0: the paper's fixed exemplar
+    template_confidence: float = 0.5  # the template is updated only when the confidence is at least this
 
 
 # --- the network ----------------------------------------------------------------------------------
@@ -337,7 +339,16 @@ class SiamFCTracker(Tracker):
         self.z_side = context_size(*self.size, s.context)
         self.x_side = self.z_side * s.instance_size / s.exemplar_size
         self.box = cxcywh_to_xywh([*self.centre, *self.size])
+        if s.template_lr > 0 and self.confidence >= s.template_confidence:
+            self.update_template(image)
         return self.box.copy()
+
+    @torch.no_grad()
+    def update_template(self, image: np.ndarray) -> None:
+        """Blend the embedding of the exemplar cut at the new box into φ(z) at rate η (``template_lr``)."""
+        s = self.settings
+        z = crop_and_resize(image, self.centre, self.z_side, s.exemplar_size, pad_value=self.pad)
+        self.kernel = (1.0 - s.template_lr) * self.kernel + s.template_lr * self.net.embed(to_tensor(z, self.device))
 
 
 # --- the interactive view ------------------------------------------------------------------------------

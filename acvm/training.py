@@ -413,12 +413,17 @@ class _Stream(torch.utils.data.IterableDataset):
     def __init__(self, sample: Callable, batch_size: int, seed: int, start: int):
         super().__init__()
         self.sample, self.batch_size, self.seed, self.start = sample, batch_size, seed, start
+        from .distributed import world
+        self.rank, self.world_size = world()    # read here, in the trainer's process, not in its workers
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker = 0 if info is None else info.id
-        # seeded by (seed, start step, worker) so a resumed run does not replay the same pairs
-        rng = np.random.default_rng([self.seed, self.start, worker])
+        # seeded by (seed, start step, worker) so a resumed run does not replay the same pairs;
+        # under torchrun the rank too, so that every process draws different ones (one process:
+        # the very seed list of the shipped weights)
+        key = [self.seed, self.start, worker] + ([self.rank] if self.world_size > 1 else [])
+        rng = np.random.default_rng(key)
         while True:
             yield collate([self.sample(rng) for _ in range(self.batch_size)])
 
@@ -429,8 +434,9 @@ def batches(sample: Callable[[np.random.Generator], dict], batch_size: int = 8, 
 
     Args:
         sample: ``sample(rng) -> dict[str, np.ndarray]`` (e.g. a :class:`PairSampler`).
-        batch_size: samples per batch ``B``.
-        seed: the stream is a function of ``(seed, start, workers)`` only.
+        batch_size: samples per batch ``B`` (per process under torchrun).
+        seed: the stream is a function of ``(seed, start, workers)`` only (and of the rank under
+            torchrun, ``WORLD_SIZE > 1``: each process draws different samples).
         workers: ``0`` makes the data in this process; ``n > 0`` in ``n`` DataLoader worker
             processes while the model trains (the batches then arrive in worker order).
         start: the step the stream starts at (a resumed run passes its step, so that it sees new data).
@@ -520,8 +526,17 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterable | Callable[
         callback: ``callback(step, loss)`` after every step (e.g. for a live plot).
     Returns:
         a :class:`FitResult` with the loss of every step.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``, :mod:`acvm.distributed`) every process runs ``fit`` on
+    its own batches (``batches`` is per process: a step averages ``batch_size × WORLD_SIZE``
+    samples), the gradients are averaged by DistributedDataParallel, the losses recorded are the
+    means over the processes, and only rank 0 shows the bar and writes the checkpoint; every rank
+    resumes from the same checkpoint. With one process none of this happens.
     """
+    from . import distributed
+    rank, world_size = distributed.world()
     dev = default_device(device)
+    distributed.init(dev)       # before the model moves: on CUDA it picks this process's GPU
     seed_everything(seed)
     model.to(dev).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -539,9 +554,19 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterable | Callable[
         seconds_before = float(state["seconds"])
         torch.manual_seed(seed + start)
     stream = iter(batches(start) if callable(batches) else batches)
+    # Distributed, the forward and backward go through `net`, a DDP wrapper of `model` (the same
+    # parameters, so the optimiser, the checkpoint and the caller keep using `model`); it answers
+    # for the model's attributes too (acvm.distributed._DDP), so every loss_fn(model, batch) works
+    # unchanged. find_unused_parameters only when a dry run on the first batch finds a trainable
+    # parameter without gradient (MDNet's conv4). One process: `net` is `model`, nothing else runs.
+    net, first = model, None
+    if world_size > 1:
+        first = _to_device(next(stream), dev)
+        net = distributed.wrap(model, dev, distributed.has_unused_parameters(model, loss_fn, first))
+        torch.manual_seed(seed + start + 1_000_003 * rank)    # own dropout masks in every process
 
     def save(step: int, seconds: float) -> None:
-        if ckpt is None:
+        if ckpt is None or not distributed.is_main():
             return
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt.with_name(ckpt.name + ".tmp")
@@ -550,20 +575,22 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterable | Callable[
         os.replace(tmp, ckpt)  # never leave a half-written checkpoint behind
 
     from tqdm.auto import tqdm
-    bar = tqdm(total=steps, initial=start, desc="training", disable=not progress, unit="step", leave=False)
+    bar = tqdm(total=steps, initial=start, desc="training", disable=not progress or rank != 0, unit="step",
+               leave=False)
     t0 = time.perf_counter()
     for step in range(start, steps):
         rate = lr * (lr_end / lr) ** (step / max(steps - 1, 1))
         for group in opt.param_groups:
             group["lr"] = rate
-        batch = _to_device(next(stream), dev)
-        loss = loss_fn(model, batch)
+        batch, first = (_to_device(next(stream), dev) if first is None else first), None
+        loss = loss_fn(net, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(params, clip_grad)
         opt.step()
-        value = float(loss.detach())
+        # distributed: the mean over the processes, so all of them stop together on a bad loss
+        value = distributed.mean(loss.detach()) if world_size > 1 else float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"the loss became {value} at step {step}; lower the learning rate")
         losses.append(value)
@@ -591,16 +618,26 @@ def training_meta(steps: int, seed: int, data, seconds: float, **extra) -> dict:
         "seconds": round(float(seconds), 1), "torch": str(torch.__version__), "python": platform.python_version(),
         "threads": torch.get_num_threads(),
     }
+    from .distributed import world
+    if world()[1] > 1:   # torchrun: batch_size is per process, a step saw batch_size × world_size samples
+        meta["world_size"] = world()[1]
     meta.update(extra)
     return meta
 
 
 def save_weights(path: str | os.PathLike, model: torch.nn.Module, meta: dict) -> Path:
-    """Write ``{"state_dict": ..., "meta": meta}`` (CPU tensors) to ``path``; returns the path."""
+    """Write ``{"state_dict": ..., "meta": meta}`` (CPU tensors) to ``path``; returns the path.
+
+    Under torchrun only rank 0 writes (the others return the path), and every process waits there
+    until the file exists.
+    """
+    from . import distributed
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "meta": meta}, path)
+    if distributed.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save({"state_dict": state, "meta": meta}, path)
+    distributed.barrier()
     return path
 
 

@@ -170,3 +170,29 @@ def test_score_map_viewer_draws_every_scale(random_tracker):
     plt.close(fig)
     with pytest.raises(IndexError, match="1..3"):
         viewer.draw(0)
+
+
+def test_template_update_blends_the_new_exemplar_at_rate_eta():
+    """φ(z) ← (1−η)·φ(z) + η·φ(z_t) on a confident frame, computed here from the crop by hand;
+    η = 0 (the default, the paper's tracker) keeps the first exemplar's embedding exactly."""
+    from acvm.backbone import to_tensor
+    from acvm.boxes import crop_and_resize
+    from acvm.synth import make_sequence
+    seq = make_sequence(seed=5, n_frames=3)
+    fixed = SiamFCTracker(weights="random", seed=1)
+    fixed.init(seq[0], seq.boxes[0])
+    k0 = fixed.kernel.clone()
+    fixed.update(seq[1])
+    assert torch.equal(fixed.kernel, k0)
+    eta = 0.2
+    t = SiamFCTracker(weights="random", seed=1, template_lr=eta, template_confidence=0.0)
+    t.init(seq[0], seq.boxes[0])
+    t.update(seq[1])
+    z = crop_and_resize(seq[1], t.centre, t.z_side, 127, pad_value=t.pad)
+    with torch.no_grad():
+        expected = (1 - eta) * k0 + eta * t.net.embed(to_tensor(z))
+    assert torch.allclose(t.kernel, expected, atol=1e-6)
+    gated = SiamFCTracker(weights="random", seed=1, template_lr=eta, template_confidence=1.1)   # never confident enough
+    gated.init(seq[0], seq.boxes[0])
+    gated.update(seq[1])
+    assert torch.equal(gated.kernel, k0)
