@@ -45,3 +45,15 @@ def overlaps_on_synthetic(tracker, seed: int, n_frames: int) -> list[float]:
     seq = make_sequence(seed=seed, n_frames=n_frames)
     tracker.init(seq[0], seq.boxes[0])
     return [float(iou(tracker.update(seq[i]), seq.boxes[i])) for i in range(1, len(seq))]
+
+
+def write_split_folder(root, n_frames: int = 8, size=(160, 120)):
+    """Three small synthetic sequences a, b, c under ``root`` with ``train.txt`` (a, b) and
+    ``validation.txt`` (c), as ``../shared/training`` is laid out; returns ``root``."""
+    from acvm.synth import make_sequence, write_otb
+    root = Path(root)
+    for name, seed in (("a", 41), ("b", 42), ("c", 43)):
+        write_otb(make_sequence(seed=seed, n_frames=n_frames, size=size), root / name)
+    (root / "train.txt").write_text("a\nb\n")
+    (root / "validation.txt").write_text("# held out\nc\n")
+    return root

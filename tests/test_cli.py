@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from acvm.cli import main
+from conftest import write_split_folder
 from acvm.tracker import available_trackers, make_tracker
 
 
@@ -132,21 +133,12 @@ def test_parse_settings_reads_literals_and_keeps_text():
         parse_settings(["lr"])
 
 
-def _split_folder(root):
-    from acvm.synth import make_sequence, write_otb
-    for name, seed in (("a", 41), ("b", 42), ("c", 43)):
-        write_otb(make_sequence(seed=seed, n_frames=8, size=(160, 120)), root / name)
-    (root / "train.txt").write_text("a\nb\n")
-    (root / "validation.txt").write_text("c\n")
-    return root
-
-
 def test_train_data_and_synthetic_fraction_reach_the_trainer(monkeypatch, tmp_path, capsys):
     import acvm.siamfc
     from acvm.training import TrainingData
     seen = {}
     monkeypatch.setattr(acvm.siamfc, "train", lambda **kw: seen.update(kw) or kw["out"])
-    root = _split_folder(tmp_path / "d")
+    root = write_split_folder(tmp_path / "d")
     out = str(tmp_path / "w.pt")
     assert main(["train", "siamfc", "--data", str(root), "--out", out]) == 0
     assert seen["data"] == TrainingData((str(root),), 0.5)          # real folders: half synthetic by default
@@ -163,7 +155,7 @@ def test_train_data_and_synthetic_fraction_reach_the_trainer(monkeypatch, tmp_pa
 
 
 def test_bench_split_runs_the_listed_sequences(tmp_path, capsys):
-    root = _split_folder(tmp_path / "d")
+    root = write_split_folder(tmp_path / "d")
     out = tmp_path / "v.json"
     assert main(["bench", str(root), "--split", "validation", "--trackers", "ncc", "--json", str(out),
                  "--quiet"]) == 0

@@ -219,12 +219,9 @@ def test_train_writes_shared_layers_only(tmp_path):
 
 def test_train_on_real_folders_makes_one_domain_per_sequence(tmp_path):
     """TrainingData: one domain per train.txt sequence plus synthetic domains in the stated share."""
-    from acvm.synth import make_sequence, write_otb
     from acvm.training import TrainingData
-    root = tmp_path / "d"
-    for name, seed in (("a", 1), ("b", 2), ("c", 3)):
-        write_otb(make_sequence(seed=seed, n_frames=6, size=(160, 120)), root / name)
-    (root / "train.txt").write_text("a\nb\n")
+    from conftest import write_split_folder
+    root = write_split_folder(tmp_path / "d", n_frames=6)
     data = TrainingData((str(root),), synthetic_fraction=0.5)
     path = train(steps=1, batch_size=1, workers=0, data=data, out=tmp_path / "md.pt", init=None, progress=False)
     meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]

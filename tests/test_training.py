@@ -6,6 +6,7 @@ import torch
 
 from acvm.boxes import context_size, xywh_to_cxcywh
 from acvm.synth import make_sequence, write_otb
+from conftest import write_split_folder
 from acvm.training import (FolderSource, PairSampler, PairSettings, SyntheticSource, TrainingData, batches,
                            colour_jitter, fit, load_weights, make_sources, save_weights, training_meta)
 
@@ -198,15 +199,6 @@ def test_in_memory_sequence_keeps_frames_and_boxes():
     assert InMemory(seq).name == seq.name and len(InMemory(seq)) == 6
 
 
-def _split_folder(tmp_path):
-    """A folder of three small sequences with train.txt (a, b) and validation.txt (c)."""
-    for name, seed in (("a", 21), ("b", 22), ("c", 23)):
-        write_otb(make_sequence(seed=seed, n_frames=12, size=(160, 120)), tmp_path / name)
-    (tmp_path / "train.txt").write_text("a\nb\n")
-    (tmp_path / "validation.txt").write_text("# held out\nc\n")
-    return tmp_path
-
-
 def test_real_masks_reach_the_pair_sampler(tmp_path):
     """Masks read from a folder (as DAVIS's) are cut with the same crop as the box, as for synthetic ones."""
     seq = make_sequence(seed=31, n_frames=20, size=(200, 150), rotation=0.0)
@@ -224,7 +216,7 @@ def test_real_masks_reach_the_pair_sampler(tmp_path):
 
 
 def test_training_data_reads_train_txt_mixes_and_describes_itself(tmp_path):
-    root = _split_folder(tmp_path)
+    root = write_split_folder(tmp_path, n_frames=12)
     data = TrainingData((str(root),), synthetic_fraction=0.25)
     sources = make_sources(data)
     assert [type(s) for s in sources] == [SyntheticSource, FolderSource]
@@ -247,7 +239,7 @@ def test_training_data_reads_train_txt_mixes_and_describes_itself(tmp_path):
 
 def test_synthetic_fraction_is_the_share_of_pairs(tmp_path):
     """Over many draws the share of pairs cut from synthetic sequences is the stated fraction."""
-    root = _split_folder(tmp_path)
+    root = write_split_folder(tmp_path, n_frames=12)
     sources = make_sources(TrainingData((str(root),), synthetic_fraction=0.3))
     seen = []
     for s in sources:
@@ -262,7 +254,7 @@ def test_synthetic_fraction_is_the_share_of_pairs(tmp_path):
 
 
 def test_folder_source_caches_decoded_frames(tmp_path):
-    root = _split_folder(tmp_path)
+    root = write_split_folder(tmp_path, n_frames=12)
     src = FolderSource([root], cache_bytes=10 * 160 * 120 * 3)      # room for 10 frames
     seq = src.sequences[0]
     first = seq[3]
