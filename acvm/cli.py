@@ -143,7 +143,8 @@ def _cmd_bench(args) -> int:
     if args.threads is not None and args.threads < 1:
         _fail(f"--threads must be at least 1, got {args.threads}")
     from .data import expand_sequence_folders
-    args.sequences = [str(p) for p in expand_sequence_folders(sequences, args.split, require_split=args.split is not None)]
+    args.sequences = [str(p) for p in expand_sequence_folders(sequences, args.split,
+                                                              require_split=args.split is not None)]
     t0 = time.time()
     rows = bench(args.sequences, trackers, workers=args.workers, vot=args.vot, progress=not args.quiet,
                  threads=args.threads)

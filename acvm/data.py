@@ -361,7 +361,7 @@ def list_sequences(root: str | os.PathLike | None = None) -> list[Path]:
     root = Path(root) if root else sequences_dir()
     if root is None or not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and any((p / n).is_file() for n in _GT_NAMES))
+    return sorted(p for p in root.iterdir() if p.is_dir() and is_sequence_dir(p))
 
 
 def course_sequence(name: str) -> Sequence:

@@ -606,9 +606,11 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path = 
     if isinstance(data, TrainingData):
         # one domain per real training sequence, plus synthetic domains in the stated share
         f = data.synthetic_fraction
-        real = FolderSource(data.folders, split=data.split).sequences if f < 1 else []
-        n_synthetic = n_domains if not real else int(round(f / (1 - f) * len(real)))
-        domains = real + [synthetic_domain(d) for d in range(n_synthetic)] if real else n_domains
+        if f < 1:
+            real = FolderSource(data.folders, split=data.split).sequences
+            domains = real + [synthetic_domain(d) for d in range(round(f / (1 - f) * len(real)))]
+        else:
+            domains = n_domains
     else:
         synthetic = data is None or list(np.atleast_1d(data)) == ["synthetic"]
         domains = n_domains if synthetic else FolderSource(list(np.atleast_1d(data))).sequences

@@ -196,18 +196,15 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
         workers = max(0, min(4, (os.cpu_count() or 1) - 2))
     torch.manual_seed(seed)
     model = SiamFCNet(settings)
+    extra = {"pair_settings": {k: float(v) for k, v in pair_settings.items()}} if pair_settings else {}
     if init is not None:
         from .training import describe_weights, load_weights
-        extra_init = {"init": describe_weights(init, load_weights(init, model, "siamfc"))}
-    else:
-        extra_init = {}
+        extra["init"] = describe_weights(init, load_weights(init, model, "siamfc"))
     result = fit(model, siamfc_loss, lambda start: batches(sampler, batch_size, seed, workers, start), steps,
                  lr=lr, seed=seed, device=device, checkpoint=Path(str(out) + ".ckpt"), resume=resume,
                  progress=progress)
     # the loss curve, as means over blocks of 10 steps, so a notebook can plot how the weights came about
     curve = result.losses[: len(result.losses) // 10 * 10].reshape(-1, 10).mean(1)
-    extra = {"pair_settings": {k: float(v) for k, v in pair_settings.items()}} if pair_settings else {}
-    extra.update(extra_init)
     meta = training_meta(steps, seed, data, result.seconds, batch_size=batch_size, lr=lr, workers=workers, **extra,
                          device=result.device, final_loss=round(float(np.mean(result.losses[-100:])), 4),
                          loss_curve=[round(float(v), 4) for v in curve])

@@ -109,11 +109,6 @@ class FolderSource:
         return f"folders({len(self.sequences)} sequences)"
 
 
-def _is_sequence_dir(p: Path) -> bool:
-    from .data import is_sequence_dir
-    return is_sequence_dir(p)
-
-
 @dataclass(frozen=True)
 class TrainingData:
     """What ``acvm train NAME --data FOLDER... --synthetic-fraction F`` asks for.
@@ -137,16 +132,15 @@ class TrainingData:
             raise ValueError("a synthetic fraction below 1 needs --data folders of real sequences")
 
     def __iter__(self):
-        from .data import split_file_digest
+        from .data import is_sequence_dir, split_file_digest, split_sequences
         f = self.synthetic_fraction
         if f > 0:
             yield f"synthetic (fraction {f:g})"
         if f < 1:
             for d in self.folders:
                 p = Path(d)
-                if (p / f"{self.split}.txt").is_file() and not _is_sequence_dir(p):
-                    n = sum(1 for line in (p / f"{self.split}.txt").read_text().splitlines()
-                            if line.split("#", 1)[0].strip())
+                if (p / f"{self.split}.txt").is_file() and not is_sequence_dir(p):
+                    n = len(split_sequences(p, self.split))
                     yield (f"{d} ({self.split}.txt sha256 {split_file_digest(p, self.split)}, {n} sequences, "
                            f"fraction {1 - f:g})")
                 else:
@@ -619,8 +613,9 @@ def training_meta(steps: int, seed: int, data, seconds: float, **extra) -> dict:
         "threads": torch.get_num_threads(),
     }
     from .distributed import world
-    if world()[1] > 1:   # torchrun: batch_size is per process, a step saw batch_size × world_size samples
-        meta["world_size"] = world()[1]
+    world_size = world()[1]
+    if world_size > 1:   # torchrun: batch_size is per process, a step saw batch_size × world_size samples
+        meta["world_size"] = world_size
     meta.update(extra)
     return meta
 
