@@ -35,6 +35,7 @@ from .boxes import (AspectView, clip_box, mean_colour, context_size, crop_to_ima
                     xywh_to_cxcywh)
 from .correlation import gaussian_label, subpixel_peak
 from .optim import DCFProblem, gauss_newton_cg, leaky_response
+from .registry import weights_file
 from .tracker import Tracker, check_image, check_init_box
 
 __all__ = [
@@ -44,8 +45,6 @@ __all__ = [
     "train_first_filter", "crop_features", "response_extent", "fit_compression", "compress",
     "template_modulation", "search_view", "run_with_snapshots",
 ]
-
-WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "weights"
 
 
 @dataclass(frozen=True)
@@ -237,12 +236,12 @@ def extract_features(backbone: Backbone, crops: np.ndarray, layers=("conv3", "co
 def load_backbone(path: str | Path | None = None) -> Backbone:
     """The course backbone in eval mode: from ``iounet.pt`` (the one IoU-Net was trained on), else
     from ``siamfc.pt``. Raises ``FileNotFoundError`` when neither exists."""
-    candidates = [Path(path)] if path else [WEIGHTS / "iounet.pt", WEIGHTS / "siamfc.pt"]
+    candidates = [Path(path)] if path else [weights_file("atom"), weights_file("siamfc")]
     for p in candidates:
         if p.is_file():
             return trained_backbone(p)
     raise FileNotFoundError(f"no backbone weights in {', '.join(map(str, candidates))}; "
-                            "make them with `acvm train siamfc` and `acvm train iounet`")
+                            "make them with `acvm train siamfc` and `acvm train atom`")
 
 
 def crop_features(backbone: Backbone, image: np.ndarray, centre, side: float,

@@ -232,10 +232,8 @@ def trained_backbone(path: str | Path | None = None, prefix: str = "backbone.") 
     whose names start with ``prefix``. Raises ``FileNotFoundError`` naming the file (train it with
     ``acvm train siamfc``).
     """
-    path = Path(path) if path else Path(__file__).resolve().parent.parent / "data" / "weights" / "siamfc.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights at {path}; make them with `acvm train siamfc`")
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    from .registry import weights_file
+    from .weights import backbone_state
     net = Backbone()
-    net.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    net.load_state_dict(backbone_state(Path(path) if path else weights_file("siamfc"), prefix)[0])
     return net.eval()

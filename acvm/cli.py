@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -21,18 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "TRAINERS", "bench"]
+from .registry import TRAINERS   # ``acvm train NAME`` -> "module:function" (a view of registry.MODELS)
 
-#: ``acvm train NAME`` -> "module:function(steps, data, seed, out, resume, device) -> path"
-TRAINERS = {
-    "siamfc": "acvm.siamfc:train",
-    "siamrpn": "acvm.siamrpn:train",
-    "mdnet": "acvm.mdnet:train",
-    "iounet": "acvm.iounet:train",
-    "d3s": "acvm.d3s:train",
-    "stark": "acvm.stark:fine_tune",      # the tracker's weights, from stark-base's (CPU, 24 min)
-    "stark-base": "acvm.stark:train",     # the base network (one GPU, 2.5 min)
-}
+__all__ = ["main", "TRAINERS", "bench"]
 
 
 def _fail(message: str) -> "NoReturn":  # noqa: F821
@@ -41,18 +31,24 @@ def _fail(message: str) -> "NoReturn":  # noqa: F821
 
 
 def _cmd_trackers(args) -> int:
-    from .tracker import TRACKERS, available_trackers
-    names = available_trackers()
-    for n in names:
-        kind = "OpenCV" if n.startswith("opencv-") else TRACKERS[n].partition(":")[0] if isinstance(TRACKERS[n], str) else ""
-        print(f"{n:20s} {kind}")
+    from .registry import MODELS, available_trackers, weights_file
+    for n in available_trackers():
+        if n.startswith("opencv-"):
+            print(f"{n:20s} OpenCV")
+            continue
+        model = MODELS[n]
+        line = f"{n:20s} {model.tracker.partition(':')[0]:14s}"
+        if model.weights:
+            path = weights_file(n)
+            line += f"  weights {model.weights}" + ("" if path.is_file() else f" (missing: acvm train {n})")
+        print(line)
     return 0
 
 
 def _cmd_track(args) -> int:
     from .data import load_sequence
     from .evaluation import run_ope
-    from .tracker import make_tracker
+    from .registry import make_tracker
     seq = load_sequence(args.sequence)
     tracker = make_tracker(args.name)
     result = run_ope(tracker, seq, name=args.name, progress=not args.quiet)
@@ -74,7 +70,7 @@ def _bench_job(job):
             pass
     from .data import load_sequence
     from .evaluation import run_ope, run_vot, success_curve, precision_curve
-    from .tracker import make_tracker
+    from .registry import make_tracker
     seq = load_sequence(seq_path)
     res = run_ope(make_tracker(tracker_name), seq, name=tracker_name)
     row = res.as_dict()
@@ -100,7 +96,7 @@ def bench(sequences: list[str], trackers: list[str], workers: int = 1, vot: bool
     from .data import load_sequence
     for s in sequences:  # fail early, naming the folder, before any tracker runs
         load_sequence(s)
-    from .tracker import make_tracker
+    from .registry import make_tracker
     for t in trackers:
         make_tracker(t)
     per_run = threads if threads is not None else (1 if workers > 1 else 0)
@@ -179,14 +175,12 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    if args.name not in TRAINERS:
-        _fail(f"unknown model {args.name!r} to train; choose one of: {', '.join(TRAINERS)}")
-    module, _, fn = TRAINERS[args.name].partition(":")
+    from .registry import trainer, weights_file
     try:
-        train = getattr(importlib.import_module(module), fn)
-    except (ImportError, AttributeError):
-        _fail(f"training for {args.name!r} is not available in this version ({TRAINERS[args.name]})")
-    out = args.out or str(Path(__file__).resolve().parent.parent / "data" / "weights" / f"{args.name}.pt")
+        train = trainer(args.name)
+    except (ValueError, ImportError) as exc:
+        _fail(str(exc))
+    out = args.out or str(weights_file(args.name))
     # unset options keep the trainer's defaults, the shipped weights' recipe (seed included)
     extra = {k: v for k, v in (("batch_size", args.batch_size), ("workers", args.workers), ("seed", args.seed))
              if v is not None}

@@ -29,7 +29,6 @@ crop), ``response`` (the DCF's, centred), ``crop`` (the ``S×S×3`` image) and `
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from .backbone import LAYERS, Backbone, FreezableBackbone, to_tensor
 from .boxes import crop_and_resize, crop_to_image, cxcywh_to_xywh, image_to_crop, xywh_to_cxcywh
 from .correlation import cosine_window, psr
 from .dcf import fft2, filter_response, filter_terms, wrapped_peak
+from .registry import weights_file
 from .tracker import Tracker, check_image, check_init
 
 __all__ = ["D3SSettings", "distance_likelihood", "gem_likelihood", "top_k_similarity", "gim",
@@ -51,7 +51,7 @@ __all__ = ["D3SSettings", "distance_likelihood", "gem_likelihood", "top_k_simila
            "D3SSampler", "segmentation_loss", "train", "draw_d3s", "d3s_snapshot", "record_d3s", "DEFAULT_WEIGHTS"]
 
 #: where ``acvm train d3s`` writes and the tracker reads the weights
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "weights" / "d3s.pt"
+DEFAULT_WEIGHTS = weights_file("d3s")
 
 #: input pixels added on each side of the crop so that the backbone's cells tile it (see align_features)
 MARGIN = 32
@@ -308,11 +308,10 @@ def box_from_mask(mask, method: str = "minarea") -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 def _load_net(path: str | Path | None, top_k: int) -> tuple[D3SNet, dict]:
+    from .weights import read_weights
     path = Path(path) if path else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"no D3S weights at {path}; make them with `acvm train d3s`")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    meta = dict(state.get("meta", {}))
+    state = read_weights(path, "d3s")
+    meta = dict(state["meta"])
     net = D3SNet(dim=int(meta.get("dim", 32)), top_k=top_k)
     net.load_state_dict(state["state_dict"])
     return net.eval(), meta
@@ -594,7 +593,7 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path | 
     Returns the path written.
     """
     from .backbone import trained_backbone
-    from .training import batches, fit, make_sources, save_weights, training_meta
+    from .training import make_sources, train_and_save
     steps = 1500 if steps is None else int(steps)
     out = Path(out) if out else DEFAULT_WEIGHTS
     torch.manual_seed(seed)
@@ -602,26 +601,16 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path | 
     try:
         net.backbone.load_state_dict(trained_backbone(backbone).state_dict())
         import hashlib
-        bb_path = Path(backbone) if backbone else DEFAULT_WEIGHTS.with_name("siamfc.pt")
+        bb_path = Path(backbone) if backbone else weights_file("siamfc")
         source = f"{bb_path.name} (sha256 {hashlib.sha256(bb_path.read_bytes()).hexdigest()[:16]})"
         net.freeze_backbone()
     except FileNotFoundError:
         source = "random (trained with the head)"
     sampler = D3SSampler(make_sources(data), settings)
-    frozen = net.frozen
-
-    t0 = time.perf_counter()
-    result = fit(net, segmentation_loss, lambda start: batches(sampler, batch_size, seed, workers, start), steps,
-                 lr=lr, seed=seed, device=device, checkpoint=out.with_suffix(".ckpt"), resume=resume,
-                 progress=progress)
-    meta = training_meta(steps, seed, data, result.seconds, dim=dim, batch_size=batch_size, lr=lr,
-                         crop_size=settings.crop_size, search_factor=settings.search_factor,
-                         backbone=source, backbone_frozen=frozen,
-                         final_loss=round(float(np.mean(result.losses[-50:])), 4), device=result.device,
-                         wall_seconds=round(time.perf_counter() - t0, 1))
-    path = save_weights(out, net.cpu(), meta)
-    out.with_suffix(".ckpt").unlink(missing_ok=True)
-    return path
+    return train_and_save(net, segmentation_loss, sampler, steps=steps, seed=seed, data=data, out=out,
+                          batch_size=batch_size, workers=workers, lr=lr, resume=resume, device=device,
+                          progress=progress, loss_window=50, dim=dim, crop_size=settings.crop_size,
+                          search_factor=settings.search_factor, backbone=source, backbone_frozen=net.frozen)
 
 
 # --------------------------------------------------------------------------------------------

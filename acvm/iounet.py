@@ -10,7 +10,7 @@ refined by gradient ascent on it (:func:`refine_boxes`: overlap maximisation).
 The backbone is the course's SiamFC backbone, frozen (as ATOM freezes its ImageNet ResNet); only
 the head is trained, on the project's pair sampler (template crop = reference, search crop =
 test) with jittered boxes around the target (:func:`jitter_boxes`) and their true IoU as the
-regression target. ``acvm train iounet`` writes ``data/weights/iounet.pt`` holding backbone and
+regression target. ``acvm train atom`` (also ``acvm train iounet``) writes ``data/weights/iounet.pt`` holding backbone and
 head together, so the tracker always uses the features the head was trained on.
 """
 from __future__ import annotations
@@ -26,12 +26,13 @@ import torch.nn.functional as F
 from .backbone import LAYERS, Backbone, FreezableBackbone
 from .boxes import cxcywh_to_xywh, iou, mean_colour, xywh_to_cxcywh
 from .roi import prroi_pool
+from .registry import weights_file
 
 __all__ = ["IoUNetSettings", "IoUHead", "IoUNet", "jitter_boxes", "ProposalSampler", "iounet_loss",
            "train", "load_iounet", "ascent_step", "refine_boxes", "WEIGHTS", "TRAIN_STEPS", "scale_only_iou",
            "iou_heatmaps", "draw_iou_heatmaps", "OverlapMaximisationView", "squeeze_crop"]
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "weights" / "iounet.pt"
+WEIGHTS = weights_file("atom")
 #: optimiser steps of the shipped weights
 TRAIN_STEPS = 1500
 
@@ -219,7 +220,7 @@ def iounet_loss(model: IoUNet, batch: dict) -> torch.Tensor:
 def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: bool = False,
           device=None, backbone: str | Path | None = None, workers: int | None = None,
           batch_size: int | None = None, progress: bool = True, callback=None) -> Path:
-    """``acvm train iounet``: train the IoU head on a frozen backbone and write ``{"state_dict", "meta"}``.
+    """``acvm train atom`` (or ``iounet``): train the IoU head on a frozen backbone and write ``{"state_dict", "meta"}``.
 
     Args:
         steps: optimiser steps (default :data:`TRAIN_STEPS`).
@@ -238,7 +239,8 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
     import os
     from dataclasses import replace
     from .backbone import trained_backbone
-    from .training import batches, fit, save_weights, training_meta
+    from .training import train_and_save
+    from .weights import read_weights
     steps = TRAIN_STEPS if steps is None else int(steps)
     out = Path(out) if out else WEIGHTS
     settings = IoUNetSettings()
@@ -249,30 +251,20 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
         workers = 1 if (os.cpu_count() or 1) >= 2 else 0
     torch.manual_seed(seed)
     model = IoUNet(trained_backbone(backbone), settings)
-    result = fit(model, iounet_loss, lambda start: batches(sampler, settings.batch_size, seed, workers, start),
-                 steps, lr=settings.lr, seed=seed, device=device, checkpoint=Path(str(out) + ".ckpt"),
-                 resume=resume, progress=progress, callback=callback)
-    backbone_path = Path(backbone) if backbone else WEIGHTS.parent / "siamfc.pt"
-    backbone_meta = torch.load(backbone_path, map_location="cpu", weights_only=True).get("meta", {})
-    meta = training_meta(steps, seed, data, result.seconds, batch_size=settings.batch_size, lr=settings.lr,
-                         proposals=settings.proposals, squeeze=settings.squeeze, aspect=settings.aspect, zoom=settings.zoom,
-                         workers=workers, device=result.device,
-                         final_loss=round(float(np.mean(result.losses[-100:])), 5),
-                         backbone={"file": str(backbone_path), "meta": backbone_meta})
-    path = save_weights(out, model.eval(), meta)
-    Path(str(out) + ".ckpt").unlink(missing_ok=True)
-    return path
+    backbone_path = Path(backbone) if backbone else weights_file("siamfc")
+    return train_and_save(model, iounet_loss, sampler, steps=steps, seed=seed, data=data, out=out,
+                          batch_size=settings.batch_size, workers=workers, lr=settings.lr, resume=resume,
+                          device=device, progress=progress, callback=callback, proposals=settings.proposals,
+                          squeeze=settings.squeeze, aspect=settings.aspect, zoom=settings.zoom,
+                          backbone={"file": str(backbone_path), "meta": read_weights(backbone_path)["meta"]})
 
 
 def load_iounet(path: str | Path | None = None) -> IoUNet:
     """The trained :class:`IoUNet` (backbone and head) in eval mode; ``FileNotFoundError`` names the
-    file when it is missing (make it with ``acvm train iounet``)."""
-    path = Path(path) if path else WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights at {path}; make them with `acvm train siamfc` then `acvm train iounet`")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    file when it is missing (make it with ``acvm train atom``)."""
+    from .weights import load_weights
     model = IoUNet()
-    model.load_state_dict(state["state_dict"])
+    load_weights(Path(path) if path else WEIGHTS, model, "atom")
     return model.eval()
 
 

@@ -47,8 +47,8 @@ from . import rpn
 from .backbone import LAYERS, Backbone, to_tensor
 from .boxes import (as_boxes, mean_colour, clip_box, crop_and_resize, cxcywh_to_xywh, image_to_crop, iou,
                     xywh_to_cxcywh)
+from .registry import weights_file
 from .roi import prroi_pool
-from .training import describe_weights as _describe
 from .tracker import Tracker, check_image, check_init_box
 
 __all__ = ["MDNetSettings", "MDNet", "MultiDomainMDNet", "gaussian_samples", "uniform_samples",
@@ -56,8 +56,8 @@ __all__ = ["MDNetSettings", "MDNet", "MultiDomainMDNet", "gaussian_samples", "un
            "MDNetTracker", "train", "load_model", "draw_candidates", "CandidateViewer", "WEIGHTS", "TRAIN_STEPS"]
 
 #: where ``acvm train mdnet`` writes and the tracker reads the shared layers
-WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "weights" / "mdnet.pt"
-SIAMFC_WEIGHTS = WEIGHTS.with_name("siamfc.pt")
+WEIGHTS = weights_file("mdnet")
+SIAMFC_WEIGHTS = weights_file("siamfc")
 #: optimiser steps of the shipped weights (the default of ``acvm train mdnet``)
 TRAIN_STEPS = 4000
 
@@ -186,7 +186,7 @@ def load_model(path: str | Path | None = None, settings: MDNetSettings = MDNetSe
 
     Raises ``FileNotFoundError`` naming the file when it is missing (``acvm train mdnet`` makes it).
     """
-    from .training import load_weights
+    from .weights import load_weights
     model = MDNet(settings)
     load_weights(path or WEIGHTS, model, "mdnet")
     return model.eval()
@@ -600,7 +600,8 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path = 
     Returns:
         the path written.
     """
-    from .training import FolderSource, TrainingData, batches, fit, save_weights, training_meta
+    from .training import FolderSource, TrainingData, train_and_save
+    from .weights import backbone_state, describe_weights
     steps = TRAIN_STEPS if steps is None else int(steps)
     settings = MDNetSettings()
     if isinstance(data, TrainingData):
@@ -619,10 +620,9 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path = 
     init_from = init is not None and Path(init).is_file()
     model = MultiDomainMDNet(n, settings, freeze_bn=init_from)
     if init_from:
-        state = torch.load(init, map_location="cpu", weights_only=True)
-        model.shared.backbone.load_state_dict({k[len("backbone."):]: v for k, v in state["state_dict"].items()
-                                               if k.startswith("backbone.")})
-        init_from = _describe(Path(init), state.get("meta", {}))
+        backbone, init_meta = backbone_state(init)
+        model.shared.backbone.load_state_dict(backbone)
+        init_from = describe_weights(Path(init), init_meta)
     # conv1-conv2 stay as SiamFC learned them (MDNet also keeps its first layers nearly fixed);
     # conv3, fc4, fc5 and the branches learn
     if init_from:
@@ -630,17 +630,10 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path = 
             for p in getattr(model.shared.backbone, name).parameters():
                 p.requires_grad_(False)
     sample = MDNetSample(domains, settings)
-    out = Path(out)
-    result = fit(model, _loss, lambda start: batches(sample, batch_size, seed, workers=workers, start=start),
-                 steps, lr=1e-3, seed=seed, device=device, checkpoint=out.with_name(out.name + ".ckpt"),
-                 checkpoint_every=250, resume=resume, progress=progress)
-    meta = training_meta(steps, seed, data, result.seconds, model="mdnet", batch_size=batch_size,
-                         domains=n, init=init_from or "random",
-                         settings=str(asdict(settings)), device=result.device,
-                         final_loss=round(float(np.mean(result.losses[-50:])), 4))
-    path = save_weights(out, model.shared.cpu(), meta)
-    out.with_name(out.name + ".ckpt").unlink(missing_ok=True)
-    return path
+    return train_and_save(model, _loss, sample, steps=steps, seed=seed, data=data, out=out, batch_size=batch_size,
+                          workers=workers, lr=1e-3, resume=resume, device=device, progress=progress,
+                          checkpoint_every=250, loss_window=50, save=model.shared, model="mdnet", domains=n,
+                          init=init_from or "random", settings=str(asdict(settings)))
 
 
 # --- drawing (notebook 04) ---------------------------------------------------------------------------

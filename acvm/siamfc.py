@@ -32,13 +32,14 @@ import torch.nn.functional as F
 from .backbone import Backbone, output_size, to_tensor
 from .boxes import context_size, crop_and_resize, cxcywh_to_xywh, mean_colour, xywh_to_cxcywh
 from .correlation import cosine_window, xcorr
+from .registry import weights_file
 from .tracker import Tracker, check_image, check_init
 
 __all__ = ["SiamFCSettings", "SiamFCNet", "response_labels", "balanced_logistic_loss", "siamfc_loss",
            "target_cells", "train", "SiamFCTracker", "ScoreMapViewer", "WEIGHTS", "TRAIN_STEPS"]
 
 #: where the shipped weights live
-WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "weights" / "siamfc.pt"
+WEIGHTS = weights_file("siamfc")
 #: optimiser steps of the shipped weights (the default of ``acvm train siamfc``)
 TRAIN_STEPS = 3000
 
@@ -185,7 +186,7 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
     Returns:
         the path written.
     """
-    from .training import PairSampler, PairSettings, batches, fit, make_sources, save_weights, training_meta
+    from .training import PairSampler, PairSettings, make_sources, train_and_save
     steps = TRAIN_STEPS if steps is None else int(steps)
     out = Path(out) if out else WEIGHTS
     settings = SiamFCSettings()
@@ -198,19 +199,12 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
     model = SiamFCNet(settings)
     extra = {"pair_settings": {k: float(v) for k, v in pair_settings.items()}} if pair_settings else {}
     if init is not None:
-        from .training import describe_weights, load_weights
+        from .weights import describe_weights, load_weights
         extra["init"] = describe_weights(init, load_weights(init, model, "siamfc"))
-    result = fit(model, siamfc_loss, lambda start: batches(sampler, batch_size, seed, workers, start), steps,
-                 lr=lr, seed=seed, device=device, checkpoint=Path(str(out) + ".ckpt"), resume=resume,
-                 progress=progress)
-    # the loss curve, as means over blocks of 10 steps, so a notebook can plot how the weights came about
-    curve = result.losses[: len(result.losses) // 10 * 10].reshape(-1, 10).mean(1)
-    meta = training_meta(steps, seed, data, result.seconds, batch_size=batch_size, lr=lr, workers=workers, **extra,
-                         device=result.device, final_loss=round(float(np.mean(result.losses[-100:])), 4),
-                         loss_curve=[round(float(v), 4) for v in curve])
-    path = save_weights(out, model, meta)
-    Path(str(out) + ".ckpt").unlink(missing_ok=True)
-    return path
+    # the loss curve as means over blocks of 10 steps, so a notebook can plot how the weights came about
+    return train_and_save(model, siamfc_loss, sampler, steps=steps, seed=seed, data=data, out=out,
+                          batch_size=batch_size, workers=workers, lr=lr, resume=resume, device=device,
+                          progress=progress, loss_curve=max(1, steps // 10), **extra)
 
 
 # --- the tracker --------------------------------------------------------------------------------------
@@ -246,13 +240,9 @@ class SiamFCTracker(Tracker):
             torch.manual_seed(seed)
             net = SiamFCNet(self.settings)
             if weights != "random":
-                path = Path(weights) if weights else WEIGHTS
-                if not path.is_file():
-                    raise FileNotFoundError(f"SiamFC weights {path} do not exist; make them with `acvm train siamfc` "
-                                            "or pass weights='random' for the untrained network")
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                net.load_state_dict(state["state_dict"])
-                self.meta = state.get("meta", {})
+                from .weights import load_weights
+                self.meta = load_weights(Path(weights) if weights else WEIGHTS, net, "siamfc",
+                                         missing_hint="or pass weights='random' for the untrained network")
         self.net = net.to(self.device).eval()
         s = self.settings
         self.score_size = output_size(s.instance_size) - output_size(s.exemplar_size) + 1

@@ -45,6 +45,7 @@ from .backbone import Backbone, FreezableBackbone, output_size, to_tensor
 from .boxes import (AspectView, clip_box, mean_colour, context_size, crop_and_resize, crop_to_image, cxcywh_to_xywh, iou,
                     remove_size_bias, size_bias, xywh_to_cxcywh)
 from .correlation import cosine_window, xcorr_depthwise
+from .registry import weights_file
 from .tracker import Tracker, check_image, check_init
 
 __all__ = ["SiamRPNSettings", "RPNHead", "SiamRPN", "search_anchors", "stretch_crop", "stretch_box",
@@ -52,8 +53,8 @@ __all__ = ["SiamRPNSettings", "RPNHead", "SiamRPN", "search_anchors", "stretch_c
            "draw_proposals", "ProposalViewer", "WEIGHTS", "TRAIN_STEPS", "SEED"]
 
 #: where ``acvm train siamrpn`` writes and the tracker reads the weights
-WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "weights" / "siamrpn.pt"
-SIAMFC_WEIGHTS = WEIGHTS.with_name("siamfc.pt")
+WEIGHTS = weights_file("siamrpn")
+SIAMFC_WEIGHTS = weights_file("siamfc")
 #: optimiser steps, batch size and seed of the shipped weights (the defaults of ``acvm train siamrpn``;
 #: seed 1, not 0: the README's "Session 4" says why)
 TRAIN_STEPS, BATCH_SIZE, SEED = 4000, 8, 1
@@ -308,18 +309,17 @@ def train(steps: int | None = None, data=None, seed: int = SEED, out: str | Path
     Returns:
         the path written.
     """
-    from .training import (PairSampler, PairSettings, StretchedSource, batches, describe_weights, fit,
-                           make_sources, save_weights, training_meta)
+    from .training import PairSampler, PairSettings, StretchedSource, make_sources, train_and_save
+    from .weights import backbone_state, describe_weights
     steps = TRAIN_STEPS if steps is None else int(steps)
     settings = SiamRPNSettings()
     torch.manual_seed(seed)
     model = SiamRPN(settings)
     init_from = None
     if init is not None and Path(init).is_file():
-        state = torch.load(init, map_location="cpu", weights_only=True)
-        model.backbone.load_state_dict({k[len("backbone."):]: v for k, v in state["state_dict"].items()
-                                        if k.startswith("backbone.")})
-        init_from = describe_weights(Path(init), state.get("meta", {}))
+        backbone, init_meta = backbone_state(init)
+        model.backbone.load_state_dict(backbone)
+        init_from = describe_weights(Path(init), init_meta)
         if freeze:
             model.freeze_backbone()
     # more scale, aspect and shift jitter than SiamFC: the regression branch must see boxes
@@ -333,19 +333,12 @@ def train(steps: int | None = None, data=None, seed: int = SEED, out: str | Path
         sources = [StretchedSource(src, aspect, 0.0, pair_settings.min_size) for src in sources]
     sample = RPNSample(PairSampler(sources, pair_settings), settings, aspect=0.0 if stretch_frames else aspect,
                        relative=relative)
-    out = Path(out)
-    result = fit(model, _loss, lambda start: batches(sample, batch_size, seed, workers=workers, start=start),
-                 steps, lr=lr, seed=seed, device=device,
-                 checkpoint=out.with_name(out.name + ".ckpt"), checkpoint_every=250, resume=resume, progress=progress)
-    meta = training_meta(steps, seed, data, result.seconds, model="siamrpn", batch_size=batch_size,
-                         init=init_from or "random", frozen_backbone=model.frozen, lr=lr, aspect=aspect,
-                         scale_jitter=scale_jitter, stretch=stretch, relative=relative,
-                         stretch_frames=stretch_frames, clutter=clutter,
-                         settings=str(asdict(settings)),
-                         final_loss=round(float(np.mean(result.losses[-50:])), 4), device=result.device)
-    path = save_weights(out, model.cpu(), meta)
-    out.with_name(out.name + ".ckpt").unlink(missing_ok=True)
-    return path
+    return train_and_save(model, _loss, sample, steps=steps, seed=seed, data=data, out=out, batch_size=batch_size,
+                          workers=workers, lr=lr, resume=resume, device=device, progress=progress,
+                          checkpoint_every=250, loss_window=50, model="siamrpn", init=init_from or "random",
+                          frozen_backbone=model.frozen, aspect=aspect, scale_jitter=scale_jitter, stretch=stretch,
+                          relative=relative, stretch_frames=stretch_frames, clutter=clutter,
+                          settings=str(asdict(settings)))
 
 
 def load_model(path: str | Path | None = None, settings: SiamRPNSettings = SiamRPNSettings()) -> SiamRPN:
@@ -353,7 +346,7 @@ def load_model(path: str | Path | None = None, settings: SiamRPNSettings = SiamR
 
     Raises ``FileNotFoundError`` naming the file when it is missing (``acvm train siamrpn`` makes it).
     """
-    from .training import load_weights
+    from .weights import load_weights
     model = SiamRPN(settings)
     load_weights(path or WEIGHTS, model, "siamrpn")
     return model.eval()

@@ -61,6 +61,7 @@ from .attention import Encoder, sine_position_encoding
 from .backbone import LAYERS, Backbone, FreezableBackbone, output_size, to_tensor
 from .boxes import (clip_box, mean_colour, context_size, excess_aspect, crop_and_resize, crop_to_image, cxcywh_to_xywh, image_to_crop,
                     xywh_to_cxcywh)
+from .registry import weights_file
 from .tracker import Tracker, check_image, check_init
 from .training import StretchedSequence, StretchedSource  # shared with IoU-Net's training
 
@@ -69,9 +70,9 @@ __all__ = ["STARKSettings", "STARKNet", "CornerHead", "soft_argmax", "giou_loss"
            "draw_stark_frame", "fine_tune", "WEIGHTS", "BASE_WEIGHTS", "TRAIN_STEPS", "FINE_TUNE_STEPS"]
 
 #: where the shipped weights live: the tracker's (``acvm train stark``, :func:`fine_tune`)
-WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "weights" / "stark.pt"
+WEIGHTS = weights_file("stark")
 #: and the base network they are fine-tuned from (``acvm train stark-base``, :func:`train`)
-BASE_WEIGHTS = WEIGHTS.with_name("stark-base.pt")
+BASE_WEIGHTS = weights_file("stark-base")
 #: optimiser steps of the shipped base weights (the default of :func:`train`)
 TRAIN_STEPS = 3000
 #: optimiser steps of the shipped fine-tune (the default of :func:`fine_tune`)
@@ -419,14 +420,14 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
         the path written.
     """
     import os
-    from .training import batches, default_device, fit, save_weights, training_meta
+    from .training import default_device, train_and_save
     steps = TRAIN_STEPS if steps is None else int(steps)
     out = Path(out) if out else BASE_WEIGHTS
     if workers is None:
         workers = max(1, (os.cpu_count() or 1) - 1) if (os.cpu_count() or 1) >= 2 else 0
     torch.manual_seed(seed)
     started_from, pretrained = "random", False
-    siamfc = WEIGHTS.with_name("siamfc.pt")
+    siamfc = weights_file("siamfc")
     if init not in (None, "siamfc") and not resume:
         model, before = load_model(init)
         model.train()
@@ -459,19 +460,11 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
         torch.backends.cuda.matmul.allow_tf32 = True   # TF32 matrix products: plenty for this loss
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    result = fit(model, stark_loss, lambda start: batches(sampler, batch_size, seed, workers, start), steps,
-                 lr=lr, seed=seed, device=device, checkpoint=Path(str(out) + ".ckpt"), resume=resume,
-                 progress=progress, callback=callback)
-    curve = result.losses.reshape(-1)
-    bins = np.array_split(curve, min(100, len(curve))) if len(curve) else []
-    meta = training_meta(steps, seed, data, result.seconds, batch_size=batch_size, lr=lr, workers=workers,
-                         device=result.device, init=started_from, aspect=aspect, zoom=zoom, shift=shift, clutter=clutter,
-                         settings={k: getattr(settings, k) for k in settings.__dataclass_fields__},
-                         final_loss=round(float(np.mean(result.losses[-100:])), 4),
-                         loss_curve=[round(float(b.mean()), 4) for b in bins])
-    path = save_weights(out, model, meta)
-    Path(str(out) + ".ckpt").unlink(missing_ok=True)
-    return path
+    return train_and_save(model, stark_loss, sampler, steps=steps, seed=seed, data=data, out=out,
+                          batch_size=batch_size, workers=workers, lr=lr, resume=resume, device=device,
+                          progress=progress, callback=callback, loss_curve=100, init=started_from, aspect=aspect,
+                          zoom=zoom, shift=shift, clutter=clutter,
+                          settings={k: getattr(settings, k) for k in settings.__dataclass_fields__})
 
 
 def _with_correlation(model: STARKNet) -> STARKNet:
@@ -507,13 +500,11 @@ def load_model(path: str | Path | None = None) -> tuple[STARKNet, dict]:
     The settings the weights were trained with are read back from the meta. Raises
     ``FileNotFoundError`` naming the file when it is missing.
     """
+    from .weights import read_weights
     path = Path(path) if path else WEIGHTS
-    if not path.is_file():
-        command = "acvm train stark-base" if path.name == BASE_WEIGHTS.name else "acvm train stark"
-        raise FileNotFoundError(f"STARK weights {path} do not exist; make them with `{command}` "
-                                "or pass weights='random' for the untrained network")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    meta = dict(state.get("meta", {}))
+    state = read_weights(path, "stark-base" if path.name == BASE_WEIGHTS.name else "stark",
+                         "or pass weights='random' for the untrained network")
+    meta = dict(state["meta"])
     known = STARKSettings.__dataclass_fields__
     settings = STARKSettings(**{k: v for k, v in meta.get("settings", {}).items() if k in known})
     net = STARKNet(settings)

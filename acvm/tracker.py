@@ -1,4 +1,4 @@
-"""The tracker interface and the registry behind ``acvm trackers``.
+"""The tracker interface: the base class and the input checks every tracker shares.
 
 Every tracker of the course has two methods (DESIGN.md):
 
@@ -9,21 +9,16 @@ After ``update`` a tracker exposes what it wants to show as attributes (``respon
 ``particles``, ``attention``, ``mask`` ...) and, where it has one, ``confidence`` (a float, higher
 is surer; ``None`` where the tracker has no such notion). Trackers never print.
 
-Trackers register by name in :data:`TRACKERS`, as ``"module:Class"`` strings so that listing
-them imports nothing heavy. ``make_tracker(name)`` builds one.
+Trackers register by name in :mod:`acvm.registry` (``make_tracker(name)`` builds one); this
+module imports none of them, so every tracker, OpenCV's adapter included, can import it.
 """
 from __future__ import annotations
-
-import importlib
-import importlib.util
-from typing import Callable
 
 import numpy as np
 
 from .boxes import as_boxes, box_in_image, xywh_to_cxcywh
 
-__all__ = ["Tracker", "TRACKERS", "make_tracker", "available_trackers", "check_image", "check_init_box", "check_init",
-           "parse_settings"]
+__all__ = ["Tracker", "check_image", "check_init_box", "check_init"]
 
 
 class Tracker:
@@ -85,68 +80,3 @@ def check_init(image, box) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     box = check_init_box(box, image.shape)
     cx, cy, w, h = xywh_to_cxcywh(box)
     return image, box, np.array([cx, cy]), np.array([w, h])
-
-
-#: name -> "module:Class" (or a callable); the order is the lecture's
-TRACKERS: dict[str, str | Callable] = {
-    "ncc": "acvm.dcf:NCCTracker",
-    "mosse": "acvm.dcf:MOSSETracker",
-    "dcf": "acvm.dcf:DCFTracker",
-    "particle": "acvm.particle:ParticleTracker",
-    "mdnet": "acvm.mdnet:MDNetTracker",
-    "siamfc": "acvm.siamfc:SiamFCTracker",
-    "siamrpn": "acvm.siamrpn:SiamRPNTracker",
-    "atom": "acvm.atom:ATOMTracker",
-    "d3s": "acvm.d3s:D3STracker",
-    "stark": "acvm.stark:STARKTracker",
-}
-
-
-def _resolve(name: str):
-    target = TRACKERS[name]
-    if callable(target):
-        return target
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def available_trackers(include_opencv: bool = True) -> list[str]:
-    """Names that ``make_tracker`` accepts here: the course's trackers whose module exists, then
-    ``opencv-<name>`` for every tracker the installed OpenCV build has."""
-    names = []
-    for name, target in TRACKERS.items():
-        if callable(target) or importlib.util.find_spec(target.partition(":")[0]) is not None:
-            names.append(name)
-    if include_opencv:
-        from .opencv_trackers import opencv_tracker_names
-        names += [f"opencv-{n}" for n in opencv_tracker_names()]
-    return names
-
-
-def make_tracker(name: str, **settings) -> Tracker:
-    """Build the tracker registered as ``name`` (keyword arguments go to its constructor)."""
-    if name.startswith("opencv-"):
-        from .opencv_trackers import OpenCVTracker
-        return OpenCVTracker(name[len("opencv-"):])
-    if name not in TRACKERS:
-        raise ValueError(f"unknown tracker {name!r}; choose one of: {', '.join(available_trackers())}")
-    return _resolve(name)(**settings)
-
-
-def parse_settings(items) -> dict:
-    """``["name=value", ...]`` (a benchmark's ``--set`` options) -> ``{name: value}`` for :func:`make_tracker`.
-
-    Values are Python literals (``0.25``, ``True``, ``(1, 2)``, ``None``); anything else is kept as
-    text (a file name). An item without ``=`` raises ``ValueError`` naming it.
-    """
-    import ast
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"expected NAME=VALUE, got {item!r}")
-        name, value = (part.strip() for part in item.split("=", 1))
-        try:
-            out[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[name] = value
-    return out

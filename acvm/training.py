@@ -14,8 +14,9 @@ A learned tracker plugs three things into it (DEVELOPING.md, "Training pipeline"
 ``DataLoader`` worker processes when ``workers > 0`` (the prototype spent 46 % of its training
 time making data in the main process); :func:`fit` runs the optimiser with a progress bar,
 checkpoints every ``checkpoint_every`` steps, resumes from a checkpoint, and returns the loss
-history. :func:`save_weights` / :func:`load_weights` write and read the shipped file
-``{"state_dict": ..., "meta": {...}}`` that ``torch.load(weights_only=True)`` accepts.
+history; :func:`train_and_save` is the rest of every trainer (checkpoint beside the weights file,
+meta, save). The files themselves are :mod:`acvm.weights`'s (``{"state_dict": ..., "meta": {...}}``,
+read with ``torch.load(weights_only=True)``).
 
 Data sources (what ``acvm train NAME --data ...`` takes): ``"synthetic"`` (sequences made on the
 fly by :mod:`acvm.synth`, the default) and folders of real sequences in OTB, VOT or GOT-10k
@@ -25,8 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +35,12 @@ import numpy as np
 import torch
 
 from .boxes import context_size, crop_and_resize, image_to_crop, mean_colour, xywh_to_cxcywh
+from .weights import describe_weights, load_weights, save_weights, training_meta  # noqa: F401  (re-exported)
 
 __all__ = [
     "SyntheticSource", "FolderSource", "TrainingData", "make_sources", "PairSettings", "PairSampler",
     "colour_jitter", "batches", "collate", "FitResult", "fit", "default_device", "seed_everything",
-    "save_weights", "load_weights", "training_meta", "StretchedSequence", "StretchedSource", "stretch_sequence",
+    "train_and_save", "save_weights", "load_weights", "training_meta", "describe_weights", "StretchedSequence", "StretchedSource", "stretch_sequence",
     "PROXY_SETS", "proxy_sequence",
 ]
 
@@ -601,58 +601,36 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterable | Callable[
     return FitResult(np.asarray(losses, dtype=np.float64), steps, seconds, str(dev))
 
 
-# --- weights files -----------------------------------------------------------------------------------
+# --- the trainers' skeleton --------------------------------------------------------------------------
 
-def training_meta(steps: int, seed: int, data, seconds: float, **extra) -> dict:
-    """The ``meta`` dict stored with shipped weights: command, steps, seed, data, seconds, versions."""
-    meta = {
-        "command": " ".join(["acvm", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("acvm", "__main__.py")
-        else " ".join(sys.argv),
-        "steps": int(steps), "seed": int(seed), "data": [str(d) for d in (data or ["synthetic"])],
-        "seconds": round(float(seconds), 1), "torch": str(torch.__version__), "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-    }
-    from .distributed import world
-    world_size = world()[1]
-    if world_size > 1:   # torchrun: batch_size is per process, a step saw batch_size × world_size samples
-        meta["world_size"] = world_size
-    meta.update(extra)
-    return meta
+def train_and_save(model: torch.nn.Module, loss_fn: Callable, sample: Callable, /, *, steps: int, seed: int, data,
+                   out: str | os.PathLike, batch_size: int, workers: int, lr: float, resume: bool = False,
+                   device=None, progress: bool = True, callback: Callable | None = None,
+                   checkpoint_every: int = 500, loss_window: int = 100, loss_curve: int = 0,
+                   save: torch.nn.Module | None = None, **meta) -> Path:
+    """What every ``acvm train NAME`` does once its trainer has made the model and the sample function.
 
+    Runs :func:`fit` on :func:`batches` of ``sample`` (seeded with ``seed``), with the checkpoint
+    ``<out>.ckpt`` beside ``out`` (``resume`` continues from it), writes ``{"state_dict", "meta"}``
+    to ``out`` (:func:`acvm.weights.save_weights`; ``save``: the part of ``model`` to write, default
+    all of it, moved to the CPU) and removes the checkpoint. The meta is
+    :func:`acvm.weights.training_meta`'s with ``batch_size``, ``lr``, ``workers``, ``device``,
+    ``final_loss`` (the mean of the last ``loss_window`` steps), ``loss_curve`` (with
+    ``loss_curve = k``: the loss as means over ``k`` blocks, so a notebook can plot how the weights
+    came about) and the trainer's own entries ``meta``. Returns the path written.
 
-def save_weights(path: str | os.PathLike, model: torch.nn.Module, meta: dict) -> Path:
-    """Write ``{"state_dict": ..., "meta": meta}`` (CPU tensors) to ``path``; returns the path.
-
-    Under torchrun only rank 0 writes (the others return the path), and every process waits there
-    until the file exists.
+    A trainer keeps only what is its own: defaults, sampler, frozen parts, loss.
     """
-    from . import distributed
-    path = Path(path)
-    if distributed.is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        torch.save({"state_dict": state, "meta": meta}, path)
-    distributed.barrier()
+    out = Path(out)
+    checkpoint = out.with_name(out.name + ".ckpt")
+    result = fit(model, loss_fn, lambda start: batches(sample, batch_size, seed, workers, start), steps, lr=lr,
+                 seed=seed, device=device, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                 progress=progress, callback=callback)
+    extra = {"batch_size": batch_size, "lr": lr, "workers": workers, **meta, "device": result.device,
+             "final_loss": round(float(np.mean(result.losses[-loss_window:])), 5)}
+    if loss_curve and len(result.losses):
+        bins = np.array_split(result.losses, min(loss_curve, len(result.losses)))
+        extra["loss_curve"] = [round(float(b.mean()), 4) for b in bins]
+    path = save_weights(out, (model if save is None else save).cpu(), training_meta(steps, seed, data, result.seconds, **extra))
+    checkpoint.unlink(missing_ok=True)
     return path
-
-
-def load_weights(path: str | os.PathLike, model: torch.nn.Module | None = None, name: str = "NAME") -> dict:
-    """Read a weights file with ``torch.load(weights_only=True)``; load it into ``model`` if given.
-
-    Returns the file's ``meta`` dict. Raises ``FileNotFoundError`` naming the file and the
-    ``acvm train <name>`` command that makes it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights at {path}; make them with `acvm train {name}`")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if model is not None:
-        model.load_state_dict(state["state_dict"])
-    return dict(state.get("meta", {}))
-
-
-def describe_weights(path, meta: dict) -> str:
-    """How the weights a model started from were made, for the ``init`` entry of its meta."""
-    from pathlib import Path
-    keys = ("steps", "seed", "device", "final_loss")
-    return f"{Path(path).name} ({', '.join(f'{k} {meta[k]}' for k in keys if k in meta)})"

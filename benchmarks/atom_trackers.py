@@ -27,7 +27,7 @@ import sys
 
 from acvm.data import list_sequences, load_sequence, sequences_dir
 from acvm.evaluation import InMemory, run_ope, summarise
-from acvm.tracker import available_trackers, make_tracker, parse_settings
+from acvm.registry import available_trackers, make_tracker, parse_settings
 
 ATOM_OPTIONS: dict = {}   # --iounet, --size-update-rate
 TRACKERS = {

@@ -27,7 +27,7 @@ import numpy as np
 
 from acvm.data import list_sequences, load_sequence
 from acvm.evaluation import InMemory, run_ope
-from acvm.tracker import available_trackers, make_tracker
+from acvm.registry import available_trackers, make_tracker
 
 OURS = ["ncc", "mosse", "dcf", "particle"]
 OPENCV = ["opencv-csrt", "opencv-kcf", "opencv-mosse"]

@@ -24,7 +24,7 @@ from acvm.d3s import D3STracker
 from acvm.data import course_sequence
 from acvm.evaluation import mask_scores, run_ope
 from acvm.synth import make_sequence
-from acvm.tracker import make_tracker
+from acvm.registry import make_tracker
 
 
 def _box_mask(box, shape) -> np.ndarray:

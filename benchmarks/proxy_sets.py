@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from acvm.evaluation import InMemory, run_ope
-from acvm.tracker import make_tracker, parse_settings
+from acvm.registry import make_tracker, parse_settings
 from acvm.training import PROXY_SETS, proxy_sequence
 
 

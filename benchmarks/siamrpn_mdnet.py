@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def make(name: str, weights_dir: Path | None, seed: int | None, rpn_weights: Path | None = None):
     """Build a tracker by benchmark name (see the module docstring)."""
-    from acvm.tracker import make_tracker
+    from acvm.registry import make_tracker
 
     def weights(model: str):
         if model == "siamrpn" and rpn_weights is not None:

@@ -28,7 +28,7 @@ COURSE = ["OTB_Crossing", "OTB_Human7", "OTB_Surfer", "VOT2014_ball", "VOT2014_c
 
 def factories() -> dict:
     from acvm.stark import BASE_WEIGHTS, STARKTracker
-    from acvm.tracker import make_tracker
+    from acvm.registry import make_tracker
     out = {"stark": lambda: STARKTracker(), "stark-untrained": lambda: STARKTracker(weights="random")}
     if BASE_WEIGHTS.is_file():   # the ablation: the network the shipped one is fine-tuned from, no matching branch
         out["stark-base"] = lambda: STARKTracker(weights=BASE_WEIGHTS)

@@ -130,7 +130,7 @@ def test_search_region_is_siamfc_context_scaled_to_the_search_crop():
 
 
 def test_untrained_control_is_registered_and_skips_iounet(synthetic):
-    from acvm.tracker import make_tracker
+    from acvm.registry import make_tracker
     tracker = make_tracker("atom", weights="random", seed=1, scale_num=1)
     assert isinstance(tracker, ATOMTracker) and not tracker.settings.use_iounet
     tracker.init(synthetic[0], synthetic.boxes[0])

@@ -7,7 +7,7 @@ import pytest
 
 from acvm.cli import main
 from conftest import write_split_folder
-from acvm.tracker import available_trackers, make_tracker
+from acvm.registry import available_trackers, make_tracker
 
 
 def test_trackers_lists_opencv(capsys):
@@ -124,7 +124,7 @@ def test_bench_threads_sets_torch_threads(shared_sequences, tmp_path):
 
 
 def test_parse_settings_reads_literals_and_keeps_text():
-    from acvm.tracker import parse_settings
+    from acvm.registry import parse_settings
     assert parse_settings(["lr=0.25", " calibrate = True", "ratios=(1, 2)", "aspect_update_rate=None",
                            "weights=/tmp/w.pt"]) == {"lr": 0.25, "calibrate": True, "ratios": (1, 2),
                                                      "aspect_update_rate": None, "weights": "/tmp/w.pt"}

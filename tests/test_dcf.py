@@ -6,7 +6,7 @@ import pytest
 from acvm.correlation import circular_correlate, gaussian_label
 from acvm.dcf import (DCFTracker, MOSSETracker, NCCTracker, ResponseViewer, closed_form_filter,
                       filter_response, filter_terms, fft2, mosse_preprocess, wrapped_peak)
-from acvm.tracker import make_tracker
+from acvm.registry import make_tracker
 
 
 def _ridge_in_space(f, g, lam):

@@ -7,7 +7,7 @@ and a tracker that reports confidence reports less of it while the target is inv
 import numpy as np
 import pytest
 
-from acvm.tracker import available_trackers, make_tracker
+from acvm.registry import available_trackers, make_tracker
 
 H, W = 120, 160
 

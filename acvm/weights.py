@@ -1,0 +1,122 @@
+"""Weights files: the one place that reads and writes the trained networks.
+
+Every trained network of the course is a file ``{"state_dict": ..., "meta": {...}}`` that
+``torch.load(weights_only=True)`` accepts (no pickled code: a file from anywhere cannot run
+anything). The shipped ones live in ``data/weights/`` under the names :mod:`acvm.registry` gives
+(:func:`acvm.registry.weights_file`); ``acvm train NAME`` writes them.
+
+* :func:`read_weights` reads a file and checks it: a missing file raises ``FileNotFoundError``
+  with the ``acvm train`` command that makes it, a damaged or foreign one ``ValueError`` naming
+  the file;
+* :func:`load_weights` loads one into a model and returns its meta; :func:`backbone_state` takes
+  the ``backbone.*`` entries of any tracker's file (the networks that start from SiamFC's embedding);
+* :func:`save_weights` writes a file (under torchrun, rank 0 only), :func:`training_meta` makes
+  the meta every trainer records (command, steps, seed, data, seconds, versions), and
+  :func:`describe_weights` says in one line which file a network started from.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from .registry import train_command
+
+__all__ = ["read_weights", "load_weights", "backbone_state", "save_weights", "training_meta", "describe_weights"]
+
+
+def read_weights(path: str | os.PathLike, name: str | None = None, missing_hint: str | None = None) -> dict:
+    """``{"state_dict", "meta"}`` of the weights file ``path`` (CPU tensors; ``meta`` ``{}`` when absent).
+
+    Raises ``FileNotFoundError`` naming the file and the command that makes it (for the model
+    ``name``, :func:`acvm.registry.train_command`; ``missing_hint`` is added, e.g. "or pass
+    weights='random'"), and ``ValueError`` naming the file when it is damaged (cut short, not a
+    torch file) or is not a weights file of this course.
+    """
+    path = Path(path)
+    if not path.is_file():
+        hint = f"make them with {train_command(path, name)}"
+        raise FileNotFoundError(f"no weights at {path}; {hint}" + (f" {missing_hint}" if missing_hint else ""))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:     # torch raises RuntimeError, EOFError, UnpicklingError, ... for a bad file
+        raise ValueError(f"{path} is not a readable weights file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); it may be cut short or "
+                         f"damaged: make it again with {train_command(path, name)}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise ValueError(f"{path} holds no 'state_dict': it is not a weights file written by `acvm train`")
+    state.setdefault("meta", {})
+    return state
+
+
+def load_weights(path: str | os.PathLike, model: torch.nn.Module | None = None, name: str | None = None,
+                 missing_hint: str | None = None) -> dict:
+    """Read a weights file (:func:`read_weights`); load it into ``model`` if given; return its ``meta``.
+
+    A file whose tensors do not fit ``model`` raises ``ValueError`` naming the file and the first
+    entries that differ; ``name`` (the model) and ``missing_hint`` as :func:`read_weights`'s.
+    """
+    state = read_weights(path, name, missing_hint)
+    if model is not None:
+        try:
+            model.load_state_dict(state["state_dict"])
+        except RuntimeError as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise ValueError(f"{path} does not fit {type(model).__name__}: {detail}") from None
+    return dict(state["meta"])
+
+
+def backbone_state(path: str | os.PathLike, prefix: str = "backbone.") -> tuple[dict, dict]:
+    """The entries of a weights file whose names start with ``prefix``, prefix removed, and its meta.
+
+    ``ValueError`` when the file has none (a file of a network without that part).
+    """
+    state = read_weights(path)
+    part = {k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    if not part:
+        raise ValueError(f"{path} has no '{prefix}*' entries: it holds no backbone to start from")
+    return part, dict(state["meta"])
+
+
+def training_meta(steps: int, seed: int, data, seconds: float, **extra) -> dict:
+    """The ``meta`` dict stored with shipped weights: command, steps, seed, data, seconds, versions."""
+    meta = {
+        "command": " ".join(["acvm", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("acvm", "__main__.py")
+        else " ".join(sys.argv),
+        "steps": int(steps), "seed": int(seed), "data": [str(d) for d in (data or ["synthetic"])],
+        "seconds": round(float(seconds), 1), "torch": str(torch.__version__), "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+    }
+    from .distributed import world
+    world_size = world()[1]
+    if world_size > 1:   # torchrun: batch_size is per process, a step saw batch_size × world_size samples
+        meta["world_size"] = world_size
+    meta.update(extra)
+    return meta
+
+
+def save_weights(path: str | os.PathLike, model: torch.nn.Module, meta: dict) -> Path:
+    """Write ``{"state_dict": ..., "meta": meta}`` (CPU tensors) to ``path``; returns the path.
+
+    The file appears whole or not at all (written beside and renamed). Under torchrun only rank 0
+    writes (the others return the path), and every process waits there until the file exists.
+    """
+    from . import distributed
+    path = Path(path)
+    if distributed.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"state_dict": state, "meta": meta}, tmp)
+        os.replace(tmp, path)
+    distributed.barrier()
+    return path
+
+
+def describe_weights(path, meta: dict) -> str:
+    """How the weights a model started from were made, for the ``init`` entry of its meta."""
+    keys = ("steps", "seed", "device", "final_loss")
+    return f"{Path(path).name} ({', '.join(f'{k} {meta[k]}' for k in keys if k in meta)})"
