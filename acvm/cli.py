@@ -207,6 +207,36 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_weights(args) -> int:
+    from .registry import MODELS, weights_file
+    from .weights import check_integrity, read_weights, record
+    if args.record:
+        for f in args.record:
+            try:
+                print(f"{f}: recorded sha256 {record(f)[:16]}")
+            except (OSError, ValueError) as exc:
+                _fail(str(exc))
+        return 0
+    bad = 0
+    for name, model in MODELS.items():
+        if not model.weights:
+            continue
+        path = weights_file(name)
+        if not path.is_file():
+            print(f"{name:11s} {model.weights:14s} missing: make it with `acvm train {name}`")
+            continue
+        try:
+            state = check_integrity(path, name)
+            meta = read_weights(path, name)["meta"]
+        except ValueError as exc:
+            bad += 1
+            print(f"{name:11s} {model.weights:14s} {exc}")
+            continue
+        made = meta.get("command", "?")
+        print(f"{name:11s} {model.weights:14s} {state:10s} {meta.get('steps', '?')} steps, seed {meta.get('seed', '?')}: {made}")
+    return 1 if bad else 0
+
+
 def _training_data(args):
     """``--data`` and ``--synthetic-fraction`` as the trainers take them: ``None`` (synthetic only, the
     shipped recipes) or a :class:`acvm.training.TrainingData` (real folders mixed with synthetic)."""
@@ -289,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads per run (default: 1 with --workers > 1, else torch's default)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=_cmd_bench)
+
+    s = sub.add_parser("weights", help="the shipped weights files: their state against data/weights/MANIFEST.json")
+    s.add_argument("--record", nargs="+", metavar="FILE", default=None,
+                   help="record these files of data/weights/ in the manifest as they are (a file put there by hand)")
+    s.set_defaults(fn=_cmd_weights)
 
     s = sub.add_parser("train", help="train one of the course's networks and write its weights to data/weights/")
     s.add_argument("name", help=f"one of: {', '.join(TRAINERS)}")

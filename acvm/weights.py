@@ -13,9 +13,18 @@ anything). The shipped ones live in ``data/weights/`` under the names :mod:`acvm
 * :func:`save_weights` writes a file (under torchrun, rank 0 only), :func:`training_meta` makes
   the meta every trainer records (command, steps, seed, data, seconds, versions), and
   :func:`describe_weights` says in one line which file a network started from.
+
+**Integrity.** ``data/weights/MANIFEST.json`` holds the SHA-256 of every file in that folder.
+:func:`read_weights` checks a file there against it, so a file that changed on disk (a bad copy, a
+few flipped bytes that would still load and silently move every box) is refused with the way back
+(``git checkout`` or ``acvm train``); :func:`save_weights` records the sum of every file it writes
+there, so a user's own retrained weights are accepted as theirs. ``acvm weights`` lists the files
+with their state; ``acvm weights --record FILE`` records a file put there by hand.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import sys
@@ -23,9 +32,66 @@ from pathlib import Path
 
 import torch
 
-from .registry import train_command
+from .registry import WEIGHTS_DIR, train_command
 
-__all__ = ["read_weights", "load_weights", "backbone_state", "save_weights", "training_meta", "describe_weights"]
+__all__ = ["read_weights", "load_weights", "backbone_state", "save_weights", "training_meta", "describe_weights",
+           "MANIFEST", "sha256", "manifest", "record", "check_integrity"]
+
+#: file name -> {"sha256", "bytes"} of every weights file in data/weights/
+MANIFEST = WEIGHTS_DIR / "MANIFEST.json"
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest(path: str | os.PathLike | None = None) -> dict:
+    """The manifest ``{file name: {"sha256", "bytes"}}`` (empty when there is none)."""
+    path = Path(path) if path else MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); restore it with `git checkout {path.name}`") from None
+
+
+def record(path: str | os.PathLike) -> str:
+    """Record the SHA-256 of the weights file ``path`` (which must lie in ``data/weights/``) in the
+    manifest; returns the sum. Written whole or not at all."""
+    path = Path(path)
+    if path.resolve().parent != WEIGHTS_DIR.resolve():
+        raise ValueError(f"{path} is not in {WEIGHTS_DIR}: only the shipped folder has a manifest")
+    entries = manifest()
+    entries[path.name] = {"sha256": sha256(path), "bytes": path.stat().st_size}
+    tmp = MANIFEST.with_name(MANIFEST.name + ".tmp")
+    tmp.write_text(json.dumps(dict(sorted(entries.items())), indent=1) + "\n")
+    os.replace(tmp, MANIFEST)
+    return entries[path.name]["sha256"]
+
+
+def check_integrity(path: str | os.PathLike, name: str | None = None) -> str:
+    """``"ok"``, ``"unrecorded"`` (in ``data/weights/`` but not in the manifest) or ``"elsewhere"`` (a
+    file outside that folder: nothing to check against); ``ValueError`` when the file's SHA-256
+    differs from the manifest's, naming the file and how to restore or remake it."""
+    path = Path(path)
+    if path.resolve().parent != WEIGHTS_DIR.resolve():
+        return "elsewhere"
+    entry = manifest().get(path.name)
+    if entry is None:
+        return "unrecorded"
+    actual = sha256(path)
+    if actual != entry["sha256"]:
+        raise ValueError(f"{path} changed since it was recorded (sha256 {actual[:12]}…, the manifest "
+                         f"{MANIFEST.name} says {entry['sha256'][:12]}…, {entry['bytes']} bytes): restore it "
+                         f"with `git checkout -- {path}` or make it again with {train_command(path, name)} "
+                         f"(which records the new file); `acvm weights --record {path}` accepts it as it is")
+    return "ok"
 
 
 def read_weights(path: str | os.PathLike, name: str | None = None, missing_hint: str | None = None) -> dict:
@@ -40,6 +106,7 @@ def read_weights(path: str | os.PathLike, name: str | None = None, missing_hint:
     if not path.is_file():
         hint = f"make them with {train_command(path, name)}"
         raise FileNotFoundError(f"no weights at {path}; {hint}" + (f" {missing_hint}" if missing_hint else ""))
+    check_integrity(path, name)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:     # torch raises RuntimeError, EOFError, UnpicklingError, ... for a bad file
@@ -101,7 +168,8 @@ def training_meta(steps: int, seed: int, data, seconds: float, **extra) -> dict:
 def save_weights(path: str | os.PathLike, model: torch.nn.Module, meta: dict) -> Path:
     """Write ``{"state_dict": ..., "meta": meta}`` (CPU tensors) to ``path``; returns the path.
 
-    The file appears whole or not at all (written beside and renamed). Under torchrun only rank 0
+    The file appears whole or not at all (written beside and renamed); one in ``data/weights/`` has
+    its SHA-256 recorded in the manifest (:func:`record`). Under torchrun only rank 0
     writes (the others return the path), and every process waits there until the file exists.
     """
     from . import distributed
@@ -112,6 +180,8 @@ def save_weights(path: str | os.PathLike, model: torch.nn.Module, meta: dict) ->
         tmp = path.with_name(path.name + ".tmp")
         torch.save({"state_dict": state, "meta": meta}, tmp)
         os.replace(tmp, path)
+        if path.resolve().parent == WEIGHTS_DIR.resolve():
+            record(path)     # a retrained shipped file: its new sum is the one to check against
     distributed.barrier()
     return path
 

@@ -178,3 +178,46 @@ def test_a_missing_file_of_a_named_model_names_its_trainer(tmp_path):
     assert train_command(mine, "iounet") == f"`acvm train atom --out {mine}`"
     with pytest.raises(FileNotFoundError, match=r"acvm train mdnet --out .*mine\.pt"):
         load_weights(mine, torch.nn.Linear(1, 1), "mdnet")
+
+
+def test_the_manifest_covers_every_shipped_file():
+    from acvm import weights
+    entries = weights.manifest()
+    shipped = {p.name for p in registry.WEIGHTS_DIR.glob("*.pt")}
+    assert shipped <= set(entries), f"not in {weights.MANIFEST.name}: {shipped - set(entries)}"
+    for name in shipped:
+        assert weights.check_integrity(registry.WEIGHTS_DIR / name) == "ok"
+
+
+def test_a_changed_shipped_file_is_refused_and_a_retrained_one_recorded(tmp_path, monkeypatch):
+    from acvm import weights
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", folder)
+    monkeypatch.setattr(weights, "MANIFEST", folder / "MANIFEST.json")
+    model = torch.nn.Conv2d(3, 8, 3)
+    path = save_weights(folder / "siamfc.pt", model, {"steps": 1})       # as `acvm train` writes it
+    assert weights.manifest()["siamfc.pt"]["sha256"] == weights.sha256(path)
+    assert weights.check_integrity(path) == "ok" and read_weights(path)["meta"] == {"steps": 1}
+    # 64 bytes flipped inside a tensor's data: torch still loads the file, with other numbers
+    data = bytearray(path.read_bytes())
+    start = data.index(model.weight.detach().numpy().tobytes()[:16]) + 32
+    data[start:start + 64] = bytes(b ^ 0xFF for b in data[start:start + 64])
+    path.write_bytes(bytes(data))
+    loaded = torch.load(path, weights_only=True)["state_dict"]["weight"]
+    assert not torch.equal(loaded, model.weight.detach())
+    with pytest.raises(ValueError, match=r"siamfc\.pt changed since it was recorded .*git checkout.*acvm train siamfc"):
+        read_weights(path)
+    weights.record(path)                         # `acvm weights --record`: accepted as it is
+    assert torch.equal(read_weights(path)["state_dict"]["weight"], loaded)
+    other = tmp_path / "elsewhere.pt"
+    save_weights(other, model, {})
+    assert weights.check_integrity(other) == "elsewhere" and "elsewhere.pt" not in weights.manifest()
+    with pytest.raises(ValueError, match="only the shipped folder has a manifest"):
+        weights.record(other)
+
+
+def test_acvm_weights_lists_the_files(capsys):
+    assert main(["weights"]) == 0
+    out = capsys.readouterr().out
+    assert "siamfc.pt" in out and "iounet.pt" in out and " ok " in out
