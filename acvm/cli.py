@@ -130,7 +130,9 @@ def _bench_job(job):
 
 
 def _error_row(job, message: str) -> dict:
-    return {"tracker": job[0], "sequence": Path(job[1]).name, "error": message}
+    where = job[1]
+    return {"tracker": str(job[0]), "sequence": Path(where).name if isinstance(where, (str, os.PathLike)) else str(where),
+            "error": message}
 
 
 def _safe_job(job) -> dict:

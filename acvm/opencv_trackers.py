@@ -55,24 +55,26 @@ class OpenCVLimits:
     min_side: int = 1        # smallest box width and height in pixels (after clipping to the image)
     min_area: int = 1        # smallest box area in pixels
     min_image: int = 1       # smallest image width and height in pixels
-    free: int = 0            # pixels of the image the box must leave free in width or in height
+    room: int = 0            # pixels the box must be able to move inside the image, in x or in y (MIL)
     small_image: int = 0     # on an image with a side below this many pixels ...
     small_share: float = 1.0  # ... the box may span at most this share of the image's width and height
 
 
 #: kind -> :class:`OpenCVLimits`, measured on OpenCV 5.0 (opencv-contrib-python-headless) with random
 #: frames (``unguarded_run`` in a worker with a time limit): below them ``init`` hangs (MIL and Boosting
-#: on boxes of 4×4, 3×5, 2×N or 1×N pixels; 4×5 and 3×6 work, the limit keeps a margin), crashes or
+#: on boxes of 4×4, 3×5, 5×3, 2×N or 1×N pixels; 4×5, 3×6 and 3×40 work: the limit keeps a margin of
+#: 2 px² over 3×6), crashes or
 #: hangs (TLD on an image under 48 px whose box spans more than half of it: 20 px image, 16 or 20 px
-#: box; a 1×1 image) or raises ``cv2.error`` (CSRT and MOSSE on a 1-px box, MIL when the box leaves
-#: too little of the image for its negative samples).
+#: box; a 1×1 image) or raises ``cv2.error`` (CSRT and MOSSE on a 1-px box; MIL when the box cannot
+#: move 5 px inside the image, keeping 1 px free at the right and bottom: its negative samples lie
+#: 4.5 px or more away; a 60×60 box in the corner of a 64×64 image fails, 59×59 works).
 LIMITS: dict[str, OpenCVLimits] = {
     "csrt": OpenCVLimits(min_side=2),
     "kcf": OpenCVLimits(),
-    "mil": OpenCVLimits(min_side=4, min_area=20, free=11),
+    "mil": OpenCVLimits(min_side=3, min_area=20, room=5),
     "mosse": OpenCVLimits(min_side=2),
     "medianflow": OpenCVLimits(),
-    "boosting": OpenCVLimits(min_side=4, min_area=20),
+    "boosting": OpenCVLimits(min_side=3, min_area=20),
     "tld": OpenCVLimits(small_image=48, small_share=0.5),
 }
 
@@ -137,14 +139,18 @@ class OpenCVTracker(Tracker):
         if min(w, h) < lim.min_side or w * h < lim.min_area:
             need = f"{lim.min_side} pixels a side" + (f" and {lim.min_area} in area" if lim.min_area > lim.min_side ** 2 else "")
             raise ValueError(f"{self.name} needs a box of at least {need} (OpenCV's {self.kind.upper()} "
-                             f"hangs or fails on smaller ones); {where} is too small")
+                             f"cannot start on smaller ones: it hangs or fails); {where} is too small")
         if min(H, W) < lim.small_image and (w > lim.small_share * W or h > lim.small_share * H):
             raise ValueError(f"{self.name} needs, on an image under {lim.small_image} pixels a side, a box of at most "
                              f"{lim.small_share:g} of its width and height (OpenCV's {self.kind.upper()} crashes or "
                              f"hangs otherwise); {where} in the {W}×{H} image is too large")
-        if lim.free and W - w < lim.free and H - h < lim.free:
-            raise ValueError(f"{self.name} needs the box to leave at least {lim.free} pixels of the {W}×{H} image "
-                             f"free in width or height (room for its negative samples); {where} does not")
+        if lim.room:
+            x, y = int(clipped[0]), int(clipped[1])
+            room_x, room_y = max(x, W - 1 - w - x), max(y, H - 1 - h - y)
+            if w > W - 1 or h > H - 1 or (room_x < lim.room and room_y < lim.room):
+                raise ValueError(f"{self.name} needs a box at least 1 pixel narrower and shorter than the image that "
+                                 f"can move {lim.room} pixels inside it in x or y (room for its negative samples); "
+                                 f"{where} in the {W}×{H} image cannot")
         return clipped
 
     def init(self, image, box) -> None:
