@@ -65,7 +65,9 @@ def _cmd_track(args) -> int:
     try:
         result = run_ope(tracker, seq, name=args.name, progress=not args.quiet, callback=keep)
     except Exception as exc:  # noqa: BLE001 - a bad frame or a tracker's error: keep what was tracked, say where
-        stopped = len(tracked) if tracked else 0
+        if not tracked and tracker.initialised:      # init worked, the first update's frame did not
+            tracked.append(np.asarray(seq.boxes[0], dtype=np.float64))
+        stopped = len(tracked)
         frame = seq.frame_paths[stopped] if stopped < len(seq.frame_paths) else "?"
         if tracked:
             _write_boxes(out, np.stack(tracked))
@@ -259,7 +261,12 @@ def bench(sequences: list[str], trackers: list[str], workers: int = 1, vot: bool
     journal = Path(journal) if journal is not None else None
     if journal is not None:
         if resume:
-            have = {tuple(e["key"]): e["row"] for e in read_journal(journal) if "error" not in e["row"]}
+            entries = read_journal(journal)
+            # rewrite it whole: a line cut short by a kill must not swallow the next one appended
+            tmp = journal.with_name(journal.name + ".tmp")
+            tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
+            os.replace(tmp, journal)
+            have = {tuple(e["key"]): e["row"] for e in entries if "error" not in e["row"]}
             for i, job in enumerate(jobs):
                 if tuple(_job_key(job)) in have:
                     results[i] = have[tuple(_job_key(job))]

@@ -159,3 +159,27 @@ def test_track_writes_the_frames_before_a_bad_one(folders, tmp_path, capsys):
 def load_sequence_boxes(folder):
     from acvm.data import load_sequence
     return load_sequence(folder).boxes
+
+
+def test_track_stopping_at_the_first_update_keeps_frame_zero(folders, tmp_path, capsys):
+    bad = _bad_copy(folders / "a", tmp_path / "bad", frame="0002.jpg")
+    out = tmp_path / "boxes.txt"
+    assert main(["track", "ncc", str(bad), "--out", str(out), "--quiet"]) == 1
+    assert "stopped at frame 1" in capsys.readouterr().err
+    assert np.loadtxt(out, delimiter=",", ndmin=2).shape == (1, 4)
+    bad0 = _bad_copy(folders / "a", tmp_path / "bad0", frame="0001.jpg")
+    with pytest.raises(SystemExit):          # frame 0 is read by load_sequence: a clear error, no file
+        main(["track", "ncc", str(bad0), "--out", str(tmp_path / "none.txt"), "--quiet"])
+    assert "0001.jpg is not a readable image" in capsys.readouterr().err
+    assert not (tmp_path / "none.txt").exists()
+
+
+def test_resume_survives_a_cut_last_line(folders, tmp_path):
+    out = tmp_path / "r.json"
+    argv = ["bench", str(folders / "a"), str(folders / "b"), "--trackers", "ncc", "--json", str(out), "--quiet"]
+    assert main(argv) == 0
+    j = journal_path(out)
+    lines = j.read_text().splitlines()
+    j.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])      # killed while writing the second
+    assert main(argv + ["--resume"]) == 0
+    assert [e["row"]["sequence"] for e in read_journal(j)] == ["a", "b"]
