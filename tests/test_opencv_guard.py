@@ -68,7 +68,9 @@ def guarded():
         cases = {"2x2 box": ((64, 64), (20, 20, 2, 2)), "4x4 box": ((64, 64), (20, 20, 4, 4)),
                  "1x1 image": ((1, 1), (0, 0, 1, 1)), "16 px image": ((16, 16), (0, 0, 16, 16)),
                  "whole frame": ((64, 64), (0, 0, 64, 64)), "partly outside": ((64, 64), (50, 50, 30, 30)),
-                 "1 px wide": ((64, 64), (20, 20, 1, 20)), "ordinary": ((64, 80), (20, 20, 12, 10))}
+                 "1 px wide": ((64, 64), (20, 20, 1, 20)), "ordinary": ((64, 80), (20, 20, 12, 10)),
+                 "large": ((120, 130), (30, 40, 20, 25)), "large whole frame": ((120, 130), (0, 0, 130, 120)),
+                 "large partly outside": ((120, 130), (110, 100, 40, 40))}
         out = {}
         for kind in opencv_tracker_names():
             for case, (shape, box) in cases.items():
@@ -76,17 +78,17 @@ def guarded():
                 frame = lambda: rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
                 try:
                     t.init(frame(), box)
+                    start = t.box.tolist()
                     boxes = [t.update(frame()).tolist() for _ in range(3)]
-                    out[f"{kind} {case}"] = {"start": t.box.tolist() if False else None, "boxes": boxes,
-                                             "first": boxes[0]}
+                    out[f"{kind} {case}"] = {"start": start, "boxes": boxes}
                 except ValueError as exc:
                     out[f"{kind} {case}"] = {"ValueError": str(exc)}
                 except Exception as exc:
                     out[f"{kind} {case}"] = {"other": f"{type(exc).__name__}: {exc}"}
             t = OpenCVTracker(kind)
-            t.init(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8), (20, 20, 12, 10))
+            t.init(rng.integers(0, 256, (120, 130, 3), dtype=np.uint8), (30, 40, 20, 25))
             try:
-                t.update(np.zeros((48, 80, 3), np.uint8))
+                t.update(np.zeros((100, 130, 3), np.uint8))
                 out[f"{kind} resized"] = {"boxes": []}
             except ValueError as exc:
                 out[f"{kind} resized"] = {"ValueError": str(exc)}
@@ -99,12 +101,15 @@ REFUSED = {  # (kind, case) -> words of the ValueError; measured limits (acvm.op
     ("boosting", "2x2 box"): "at least 3 pixels a side", ("boosting", "4x4 box"): "20 in area",
     ("boosting", "1x1 image"): "at least 3 pixels a side", ("mil", "1x1 image"): "at least 3 pixels",
     ("mil", "16 px image"): "room for its negative samples", ("mil", "whole frame"): "can move 5 pixels",
-    ("tld", "1x1 image"): "at most 0.5 of its width", ("tld", "16 px image"): "under 48 pixels a side",
+    ("mil", "large whole frame"): "can move 5 pixels",
+    **{("tld", c): "an image of at least 100×100 pixels" for c in
+       ["2x2 box", "4x4 box", "1x1 image", "16 px image", "whole frame", "partly outside", "1 px wide", "ordinary"]},
     ("mil", "1 px wide"): "3 pixels a side", ("boosting", "1 px wide"): "3 pixels a side",
     ("csrt", "1x1 image"): "at least 2 pixels a side", ("mosse", "1x1 image"): "at least 2 pixels a side",
     ("csrt", "1 px wide"): "at least 2 pixels a side", ("mosse", "1 px wide"): "at least 2 pixels a side",
 }
-CASES = ["2x2 box", "4x4 box", "1x1 image", "16 px image", "whole frame", "partly outside", "1 px wide", "ordinary"]
+CASES = ["2x2 box", "4x4 box", "1x1 image", "16 px image", "whole frame", "partly outside", "1 px wide", "ordinary",
+         "large", "large whole frame", "large partly outside"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -117,19 +122,20 @@ def test_guard_refuses_clearly_or_tracks_inside_the_image(guarded, kind, case):
         assert REFUSED[(kind, case)] in got["ValueError"]
         return
     assert "ValueError" not in got, got["ValueError"]
-    shape = {"1x1 image": (1, 1), "16 px image": (16, 16), "ordinary": (64, 80)}.get(case, (64, 64))
+    shape = {"1x1 image": (1, 1), "16 px image": (16, 16), "ordinary": (64, 80)}.get(
+        case, (120, 130) if case.startswith("large") else (64, 64))
     for b in got["boxes"]:
         x, y, w, h = b
         assert np.isfinite(b).all() and w > 0 and h > 0
         assert x < shape[1] and y < shape[0] and x + w > 0 and y + h > 0, f"{b} lies outside the image"
-    if case == "partly outside":
-        # the first box is clipped to the image: (50, 50, 30, 30) -> (50, 50, 14, 14) until OpenCV moves it
-        assert all(b[0] + b[2] <= 64 + 30 for b in got["boxes"])
+    if case.endswith("partly outside"):
+        # the first box starts clipped to the image: (50, 50, 30, 30) -> (50, 50, 14, 14) in 64×64
+        assert got["start"][2] < 30 and got["start"][0] + got["start"][2] <= shape[1], got["start"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_frame_of_another_size_is_a_clear_error(guarded, kind):
-    assert "the frame is 80×48 but the tracker started on a 80×64 one" in guarded[f"{kind} resized"]["ValueError"]
+    assert "the frame is 130×100 but the tracker started on a 130×120 one" in guarded[f"{kind} resized"]["ValueError"]
 
 
 class _Raising:
