@@ -5,8 +5,9 @@ the adapter keeps the previous box (as the benchmark's numbers assume) and sets
 ``confidence = 0``.
 
 **The guard.** OpenCV's trackers take less than the course's checks accept, and some of them do
-not say so: MIL and Boosting loop forever in ``init`` on a box of 4×4 pixels or less (their random
-Haar features never fit), TLD crashes the process (segmentation fault) or loops on small images,
+not say so: MIL and Boosting loop forever in ``init`` on a box of 4×4 pixels or less, or 1 or 2 px
+thin (their random Haar features never fit), TLD crashes the process (segmentation fault) or loops
+on images under 100 px,
 and most raise a raw ``cv2.error`` on a whole-frame box, a box partly outside the image or a frame
 of another size. Measured on OpenCV 5.0 (``tests/test_opencv_guard.py`` re-measures the hangs and the
 crash in a subprocess with a time limit), :data:`LIMITS` holds, per kind, what ``init`` needs; the
