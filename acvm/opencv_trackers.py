@@ -153,18 +153,18 @@ class OpenCVTracker(Tracker):
         image = check_image(image)
         box = check_init_box(box, image.shape)
         clipped = self.check(image.shape, box)
-        self._tracker = _factory(self.kind)()
+        tracker = _factory(self.kind)()
         if self._legacy:
             rect = tuple(float(v) for v in clipped)
         else:
             x, y = int(round(clipped[0])), int(round(clipped[1]))
             rect = (x, y, max(1, int(clipped[2])), max(1, int(clipped[3])))
         try:
-            self._tracker.init(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), rect)
-        except cv2.error as exc:
-            self._tracker = None
+            tracker.init(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), rect)
+        except cv2.error as exc:   # the tracker keeps what it had (nothing, or its previous start)
             raise ValueError(f"{self.name} could not start on the box {format_box(clipped)} in the "
                              f"{image.shape[1]}×{image.shape[0]} image: OpenCV says {_reason(exc)}") from None
+        self._tracker = tracker
         self._shape = image.shape[:2]
         self.box = clipped.copy()
         self.confidence = 1.0

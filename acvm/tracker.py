@@ -29,8 +29,9 @@ class Tracker:
     Every subclass's ``init`` and ``update`` are wrapped once, here (``__init_subclass__``): an
     ``update`` before a successful ``init`` raises
     ``RuntimeError("<name>: call init(image, box) before update(image)")``, whatever the tracker, so
-    no tracker meets ``None`` state half-way through its update. An ``init`` that raises leaves the
-    tracker un-initialised again.
+    no tracker meets ``None`` state half-way through its update. An ``init`` that raises does not
+    initialise a fresh tracker; one that was initialised keeps its state (every ``init`` checks its
+    input before it changes anything) and may go on with ``update``.
     """
 
     #: name under which the tracker is registered
@@ -65,7 +66,6 @@ def _marks_initialised(init):
 
     @functools.wraps(init)
     def wrapped(self, *args, **kwargs):
-        self._initialised = False
         out = init(self, *args, **kwargs)
         self._initialised = True
         return out
