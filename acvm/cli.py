@@ -187,6 +187,9 @@ def _run_in_processes(jobs, slots: int, limit, done, target=None) -> None:
                     row = _error_row(job, f"the worker process died with exit code {code}{why}")
                 conn.close()
                 proc.join(5)
+                if proc.is_alive():      # sent its row but hangs on the way out (native threads)
+                    proc.kill()
+                    proc.join(5)
                 done(index, row)
             now = time.monotonic()
             for conn, (index, job, proc, deadline, seconds) in list(running.items()):
