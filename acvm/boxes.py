@@ -12,7 +12,7 @@ import cv2
 __all__ = [
     "as_boxes", "xywh_to_xyxy", "xyxy_to_xywh", "xywh_to_cxcywh", "cxcywh_to_xywh",
     "polygon_to_xywh", "xywh_to_polygon", "iou", "centre_error", "context_size",
-    "crop_and_resize", "mean_colour", "crop_to_image", "image_to_crop", "clip_box", "box_in_image", "size_bias",
+    "crop_and_resize", "mean_colour", "crop_to_image", "image_to_crop", "clip_box", "box_in_image", "format_box", "size_bias",
     "remove_size_bias", "excess_aspect", "FrameZoom", "AspectView",
 ]
 
@@ -108,6 +108,20 @@ def clip_box(box, image_shape, min_size: float = 1.0) -> np.ndarray:
     return cxcywh_to_xywh(c)
 
 
+def format_box(box, digits: int = 2) -> str:
+    """A box (or any few numbers) for a message: ``"(10.5, 20, 30, 40)"``, plain numbers rounded to
+    ``digits`` decimals, never numpy's ``np.float64(...)`` reprs."""
+    values = np.asarray(box, dtype=np.float64).reshape(-1)
+
+    def plain(v: float) -> str:
+        if not np.isfinite(v):
+            return str(v)
+        text = f"{v:.{digits}f}".rstrip("0").rstrip(".") if digits > 0 else f"{v:.0f}"
+        return "0" if text in ("-0", "") else text
+
+    return "(" + ", ".join(plain(float(v)) for v in values) + ")"
+
+
 def box_in_image(box, image_shape) -> bool:
     """True when the box has positive area and overlaps the image."""
     x, y, w, h = as_boxes(box)
@@ -148,7 +162,7 @@ def crop_and_resize(image: np.ndarray, centre, size, out_size, pad_value=None,
     sw, sh = (size, size) if np.isscalar(size) else size
     ow, oh = (out_size, out_size) if np.isscalar(out_size) else out_size
     if not (np.isfinite([sw, sh, centre[0], centre[1]]).all() and sw > 0 and sh > 0):
-        raise ValueError(f"crop_and_resize: need a finite centre and a positive size, got centre={tuple(centre)}, size={size}")
+        raise ValueError(f"crop_and_resize: need a finite centre and a positive size, got centre={format_box(centre)}, size={format_box(size)}")
     sx, sy = ow / sw, oh / sh
     M = np.array([[sx, 0.0, ow / 2.0 - sx * centre[0]], [0.0, sy, oh / 2.0 - sy * centre[1]]])
     if pad_value is None:

@@ -3,6 +3,7 @@
     acvm trackers
     acvm track NAME SEQUENCE_DIR --out FILE
     acvm bench SEQUENCE_DIR... --trackers a,b,... --json FILE [--plot FILE] [--workers N] [--vot] [--split S]
+               [--resume] [--timeout-per-frame S] [--timeout-base S]
     acvm train NAME [--steps N] [--data DIR...] [--synthetic-fraction F] [--seed S] [--out FILE] [--resume]
                [--threads N]
     acvm data synth OUT_DIR [--seed S] [--frames N] [--occlusion] [--distractor]
@@ -16,13 +17,14 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .registry import TRAINERS   # ``acvm train NAME`` -> "module:function" (a view of registry.MODELS)
 
-__all__ = ["main", "TRAINERS", "bench"]
+__all__ = ["main", "TRAINERS", "bench", "BenchLimits", "journal_path", "read_journal"]
 
 
 def _fail(message: str) -> "NoReturn":  # noqa: F821
@@ -51,23 +53,68 @@ def _cmd_track(args) -> int:
     from .registry import make_tracker
     seq = load_sequence(args.sequence)
     tracker = make_tracker(args.name)
-    result = run_ope(tracker, seq, name=args.name, progress=not args.quiet)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savetxt(out, result.boxes, fmt="%.2f", delimiter=",")
+    tracked: list[np.ndarray] = []   # the boxes of the frames done so far (frame 0: the ground truth)
+
+    def keep(i, _tracker, box):
+        if not tracked:
+            tracked.append(np.asarray(seq.boxes[0], dtype=np.float64))
+        tracked.append(np.array(box, dtype=np.float64))
+
+    try:
+        result = run_ope(tracker, seq, name=args.name, progress=not args.quiet, callback=keep)
+    except Exception as exc:  # noqa: BLE001 - a bad frame or a tracker's error: keep what was tracked, say where
+        if not tracked and tracker.initialised:      # init worked, the first update's frame did not
+            tracked.append(np.asarray(seq.boxes[0], dtype=np.float64))
+        stopped = len(tracked)
+        frame = seq.frame_paths[stopped] if stopped < len(seq.frame_paths) else "?"
+        if tracked:
+            _write_boxes(out, np.stack(tracked))
+            kept = f"the boxes of frames 0 to {stopped - 1} are written to {out}"
+        else:
+            kept = "no boxes written"
+        print(f"acvm track: {args.name} on {seq.name} stopped at frame {stopped} ({frame}): "
+              f"{type(exc).__name__}: {exc}; {kept}", file=sys.stderr)
+        return 1
+    _write_boxes(out, result.boxes)
     print(f"{args.name} on {seq.name}: {len(seq)} frames at {result.fps:.1f} frames per second "
           f"(AUC {result.auc:.3f}, precision@20px {result.precision20:.3f}); boxes written to {out}")
     return 0
 
 
-def _bench_job(job):
-    tracker_name, seq_path, vot, threads = job
+def _write_boxes(out: Path, boxes: np.ndarray) -> None:
+    """One ``x,y,w,h`` line per frame, written through a temporary file (never half a file)."""
+    tmp = out.with_name(out.name + ".tmp")
+    np.savetxt(tmp, boxes, fmt="%.2f", delimiter=",")
+    os.replace(tmp, out)
+
+
+@dataclass(frozen=True)
+class BenchLimits:
+    """How long one OpenCV run of ``acvm bench`` may take before it counts as hung (its worker
+    process is killed and the run becomes an error row): ``base + per_frame × frames`` seconds,
+    twice the frames with ``--vot`` (two passes)."""
+
+    per_frame: float = 2.0     # seconds per frame (OpenCV's slowest tracker, TLD, needs well under 0.1)
+    base: float = 30.0         # seconds for the worker's start (imports) and init
+
+    def seconds(self, frames: int, vot: bool = False) -> float:
+        return self.base + self.per_frame * frames * (2 if vot else 1)
+
+
+def _set_threads(threads) -> None:
     if threads:
         try:
             import torch
             torch.set_num_threads(threads)
         except ImportError:  # pragma: no cover
             pass
+
+
+def _bench_job(job):
+    tracker_name, seq_path, vot, threads = job
+    _set_threads(threads)
     from .data import load_sequence
     from .evaluation import run_ope, run_vot, success_curve, precision_curve
     from .registry import make_tracker
@@ -84,42 +131,204 @@ def _bench_job(job):
     return row
 
 
+def _error_row(job, message: str) -> dict:
+    where = job[1]
+    return {"tracker": str(job[0]), "sequence": Path(where).name if isinstance(where, (str, os.PathLike)) else str(where),
+            "error": message}
+
+
+def _safe_job(job) -> dict:
+    """:func:`_bench_job`, with any exception (an unreadable frame, a tracker's error) as an error row."""
+    try:
+        return _bench_job(job)
+    except Exception as exc:  # noqa: BLE001 - one run's failure must not stop the benchmark
+        return _error_row(job, f"{type(exc).__name__}: {exc}")
+
+
+def _job_process(conn, job, target) -> None:
+    """A worker process's whole life: one run, its row sent back on ``conn``."""
+    conn.send(target(job))
+    conn.close()
+
+
+def _run_in_processes(jobs, slots: int, limit, done, target=None) -> None:
+    """Run ``jobs`` (``(index, job)``), each in its own spawned process, ``slots`` at a time.
+
+    ``limit(job)`` is the job's time limit in seconds (``None``: none); a process past it is killed
+    and one that dies without a row (a segmentation fault) becomes an error row, so a native hang or
+    crash costs one run, never the benchmark. ``done(index, row)`` is called as each run ends.
+    ``target(job) -> row`` is what a process runs (default: the benchmark's run, errors as rows); it
+    and the jobs must be picklable (module-level functions, ``functools.partial`` of them).
+    """
+    target = _safe_job if target is None else target
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+    ctx = mp.get_context("spawn")
+    pending = list(jobs)
+    running = {}   # conn -> (index, job, process, deadline, seconds)
+    try:
+        while pending or running:
+            while pending and len(running) < slots:
+                index, job = pending.pop(0)
+                parent, child = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_job_process, args=(child, job, target), daemon=True)
+                proc.start()
+                child.close()
+                seconds = limit(job)
+                running[parent] = (index, job, proc, None if seconds is None else time.monotonic() + seconds, seconds)
+            for conn in wait(list(running), timeout=0.5):
+                index, job, proc, _, _ = running.pop(conn)
+                try:
+                    row = conn.recv()
+                except EOFError:
+                    proc.join(5)
+                    code = proc.exitcode
+                    why = " (a segmentation fault in native code)" if code == -11 else ""
+                    row = _error_row(job, f"the worker process died with exit code {code}{why}")
+                conn.close()
+                proc.join(5)
+                if proc.is_alive():      # sent its row but hangs on the way out (native threads)
+                    proc.kill()
+                    proc.join(5)
+                done(index, row)
+            now = time.monotonic()
+            for conn, (index, job, proc, deadline, seconds) in list(running.items()):
+                if deadline is not None and now > deadline:
+                    proc.kill()
+                    proc.join(5)
+                    running.pop(conn)
+                    conn.close()
+                    done(index, _error_row(job, f"timed out after {seconds:.0f} s (the tracker hung; "
+                                                "see --timeout-per-frame and --timeout-base)"))
+    finally:
+        for conn, (_, _, proc, _, _) in running.items():
+            proc.kill()
+            proc.join(5)
+            conn.close()
+
+
+def journal_path(json_path) -> Path:
+    """The journal beside ``acvm bench``'s JSON: ``<json>.journal.jsonl``, one finished run a line."""
+    json_path = Path(json_path)
+    return json_path.with_name(json_path.name + ".journal.jsonl")
+
+
+def _job_key(job) -> list:
+    tracker_name, seq_path, vot, _ = job
+    return [tracker_name, str(Path(seq_path).resolve()), bool(vot)]
+
+
+def read_journal(path) -> list[dict]:
+    """The entries of a bench journal (``{"key": [tracker, folder, vot], "row": {...}}``); a last line
+    cut short by a kill is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and "key" in entry and "row" in entry:
+            out.append(entry)
+    return out
+
+
 def bench(sequences: list[str], trackers: list[str], workers: int = 1, vot: bool = False,
-          progress: bool = True, threads: int | None = None) -> list[dict]:
+          progress: bool = True, threads: int | None = None, journal=None, resume: bool = False,
+          limits: BenchLimits = BenchLimits(), on_row=None) -> list[dict]:
     """Run one-pass evaluation of every tracker on every sequence; rows as in ``acvm bench``'s JSON.
 
     ``threads`` sets torch's threads per run; by default one per worker process when ``workers > 1``
     (the processes already fill the cores) and torch's own default otherwise.
+
+    A run that fails (an unreadable frame, a tracker's exception, a hang past ``limits``, a crash)
+    is a row ``{"tracker", "sequence", "error": "..."}`` and the others go on. OpenCV's runs always
+    go to a worker process with the time limit of ``limits``; with ``workers > 1`` every run does.
+    With ``journal`` (a path) each finished run is appended to it as one JSON line as it ends;
+    ``resume`` keeps the journal's successful runs and runs only the rest (error rows run again),
+    otherwise the journal is started afresh. ``on_row(rows)`` is called with the rows so far (in
+    the order of the jobs) after every run.
     """
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     from .data import load_sequence
-    for s in sequences:  # fail early, naming the folder, before any tracker runs
-        load_sequence(s)
+    lengths = {s: len(load_sequence(s)) for s in sequences}  # fail early, naming the folder, before any tracker runs
     from .registry import make_tracker
     for t in trackers:
         make_tracker(t)
     per_run = threads if threads is not None else (1 if workers > 1 else 0)
     jobs = [(t, s, vot, per_run) for s in sequences for t in trackers]
+    results: dict[int, dict] = {}
+    journal = Path(journal) if journal is not None else None
+    if journal is not None:
+        if resume:
+            entries = read_journal(journal)
+            # rewrite it whole: a line cut short by a kill must not swallow the next one appended
+            tmp = journal.with_name(journal.name + ".tmp")
+            tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
+            os.replace(tmp, journal)
+            have = {tuple(e["key"]): e["row"] for e in entries if "error" not in e["row"]}
+            for i, job in enumerate(jobs):
+                if tuple(_job_key(job)) in have:
+                    results[i] = have[tuple(_job_key(job))]
+        else:
+            journal.unlink(missing_ok=True)
+        journal.parent.mkdir(parents=True, exist_ok=True)
+    todo = [(i, job) for i, job in enumerate(jobs) if i not in results]
     from tqdm.auto import tqdm
-    bar = tqdm(total=len(jobs), desc="acvm bench", disable=not progress, unit="run")
-    rows = []
-    if workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
-        import multiprocessing as mp
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            for row in pool.map(_bench_job, jobs):
-                rows.append(row)
-                bar.set_postfix_str(f"{row['tracker']} on {row['sequence']}: AUC {row['auc']:.3f}")
-                bar.update()
-    else:
-        for job in jobs:
-            row = _bench_job(job)
-            rows.append(row)
-            bar.set_postfix_str(f"{row['tracker']} on {row['sequence']}: AUC {row['auc']:.3f}")
-            bar.update()
-    bar.close()
-    return rows
+    bar = tqdm(total=len(jobs), initial=len(results), desc="acvm bench", disable=not progress, unit="run")
+
+    def done(index, row):
+        results[index] = row
+        if journal is not None:
+            with open(journal, "a") as f:
+                f.write(json.dumps({"key": _job_key(jobs[index]), "row": row}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        note = f"error: {row['error'][:40]}" if "error" in row else f"AUC {row['auc']:.3f}"
+        bar.set_postfix_str(f"{row['tracker']} on {row['sequence']}: {note}")
+        bar.update()
+        if on_row is not None:
+            on_row([results[i] for i in sorted(results)])
+
+    def limit(job):
+        return limits.seconds(lengths[job[1]], job[2]) if job[0].startswith("opencv-") else None
+
+    try:
+        if workers > 1:
+            _run_in_processes(todo, workers, limit, done)
+        else:
+            for index, job in todo:
+                if job[0].startswith("opencv-"):
+                    _run_in_processes([(index, job)], 1, limit, done)
+                else:
+                    done(index, _safe_job(job))
+    finally:
+        bar.close()
+    return [results[i] for i in sorted(results)]
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the benchmark is, so that it ends as Ctrl-C does (what finished is kept)."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` through a temporary file and ``os.replace``: the file is whole or the old one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def _plain(summary: dict) -> dict:
+    """``summarise``'s numbers with NaN (a tracker whose every run failed) as ``None`` for JSON."""
+    return {n: {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in s.items()}
+            for n, s in summary.items()}
 
 
 def _cmd_bench(args) -> int:
@@ -138,40 +347,83 @@ def _cmd_bench(args) -> int:
         _fail("no sequence folders given")
     if args.threads is not None and args.threads < 1:
         _fail(f"--threads must be at least 1, got {args.threads}")
+    if args.timeout_per_frame <= 0 or args.timeout_base <= 0:
+        _fail(f"--timeout-per-frame and --timeout-base must be positive, got {args.timeout_per_frame} "
+              f"and {args.timeout_base}")
     from .data import expand_sequence_folders
     args.sequences = [str(p) for p in expand_sequence_folders(sequences, args.split,
                                                               require_split=args.split is not None)]
-    t0 = time.time()
-    rows = bench(args.sequences, trackers, workers=args.workers, vot=args.vot, progress=not args.quiet,
-                 threads=args.threads)
-    summary = summarise(rows)
-    payload = {
-        "meta": {"command": "acvm " + " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                 "seconds": round(time.time() - t0, 1), "workers": args.workers,
-                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"},
-        "summary": summary,
-        "results": rows,
-    }
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=1))
+    journal = journal_path(out)
+    if args.resume and not journal.is_file():
+        print(f"acvm bench: --resume: no journal {journal} yet, starting from the beginning", file=sys.stderr)
+    t0 = time.time()
+    meta = {"command": "acvm " + " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "workers": args.workers, "journal": journal.name,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
+
+    def write(rows, complete: bool):
+        # "complete": false until every run has ended, so a file from an interrupted (or still running)
+        # benchmark never passes for the result
+        payload = {"complete": complete, "meta": {**meta, "seconds": round(time.time() - t0, 1)},
+                   "summary": _plain(summarise(rows, warn=False)), "results": rows}
+        _write_json(out, payload)
+
+    # replace at once whatever an earlier run left at this path
+    write([{**e["row"]} for e in read_journal(journal) if "error" not in e["row"]] if args.resume else [], False)
+    import signal
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (a test calling main from a thread)
+        previous = None
+    rows: list[dict] = []
+
+    def keep(so_far):
+        rows[:] = so_far
+        write(rows, False)
+
+    try:
+        rows = bench(args.sequences, trackers, workers=args.workers, vot=args.vot, progress=not args.quiet,
+                     threads=args.threads, journal=journal, resume=args.resume,
+                     limits=BenchLimits(args.timeout_per_frame, args.timeout_base), on_row=keep)
+    except KeyboardInterrupt as exc:
+        write(rows, False)
+        why = "terminated" if isinstance(exc, _Terminated) else "interrupted"
+        print(f"acvm bench: {why}; the {len(rows)} finished runs are in {out} (\"complete\": false) and "
+              f"{journal}; continue with the same command and --resume", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    write(rows, True)
+    summary = summarise(rows, warn=False)
     print(f"{'tracker':20s} {'AUC':>6s} {'prec@20':>8s} {'fps':>8s}  (mean over {len(args.sequences)} sequences)")
     for name, s in summary.items():
-        print(f"{name:20s} {s['auc']:6.3f} {s['precision20']:8.3f} {s['fps']:8.1f}")
+        failed = f"  ({s['failed']} of {s['failed'] + s['sequences']} runs failed)" if s["failed"] else ""
+        if s["sequences"]:
+            print(f"{name:20s} {s['auc']:6.3f} {s['precision20']:8.3f} {s['fps']:8.1f}{failed}")
+        else:
+            print(f"{name:20s} {'-':>6s} {'-':>8s} {'-':>8s}{failed}")
+    errors = [r for r in rows if "error" in r]
+    for r in errors:
+        print(f"failed: {r['tracker']} on {r['sequence']}: {r['error']}")
     print(f"results written to {out}")
     if args.plot:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-        succ = {n: np.mean([r["success_curve"] for r in rows if r["tracker"] == n], axis=0) for n in summary}
-        prec = {n: np.mean([r["precision_curve"] for r in rows if r["tracker"] == n], axis=0) for n in summary}
+        good = [r for r in rows if "error" not in r]
+        names = [n for n in summary if summary[n]["sequences"]]
+        succ = {n: np.mean([r["success_curve"] for r in good if r["tracker"] == n], axis=0) for n in names}
+        prec = {n: np.mean([r["precision_curve"] for r in good if r["tracker"] == n], axis=0) for n in names}
         plot_success(succ, axes[0])
         plot_precision(prec, axes[1])
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)
         print(f"plot written to {args.plot}")
-    return 0
+    return 1 if errors else 0
 
 
 def _cmd_train(args) -> int:
@@ -317,6 +569,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vot", action="store_true", help="also run VOT-style supervised evaluation (accuracy, failures)")
     s.add_argument("--threads", type=int, default=None,
                    help="torch threads per run (default: 1 with --workers > 1, else torch's default)")
+    s.add_argument("--resume", action="store_true",
+                   help="keep the finished runs of the journal beside --json (<json>.journal.jsonl) and run the rest")
+    s.add_argument("--timeout-per-frame", type=float, default=BenchLimits.per_frame,
+                   help="an OpenCV run's time limit grows by this many seconds a frame (default %(default)s)")
+    s.add_argument("--timeout-base", type=float, default=BenchLimits.base,
+                   help="... plus this many seconds (default %(default)s); past it the run is an error row")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=_cmd_bench)
 

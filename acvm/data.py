@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .boxes import polygon_to_xywh
+from .boxes import box_in_image, format_box, polygon_to_xywh
 
 __all__ = ["Sequence", "SequenceError", "load_sequence", "read_groundtruth", "read_frame", "read_mask",
            "sequences_dir", "course_sequence", "list_sequences", "IMAGE_SUFFIXES", "LazyMasks", "FrameCache",
@@ -55,7 +55,9 @@ def read_frame(path: str | os.PathLike) -> np.ndarray:
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise SequenceError(f"frame {path} is not a readable image (corrupt or unsupported format)")
-    if image.dtype != np.uint8:  # 16-bit PNG and the like
+    if image.dtype == np.uint16:  # 16-bit PNG: the same scale in every frame (not stretched per frame)
+        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif image.dtype != np.uint8:  # 32-bit float TIFF and the like
         image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
@@ -150,7 +152,9 @@ def read_groundtruth(path: str | os.PathLike, one_based: bool = False,
     if not path.is_file():
         raise SequenceError(f"ground truth {path} does not exist")
     rows = []
-    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    # utf-8-sig: a byte-order mark at the start (Windows editors write one) is not part of the first number
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         nums = _parse_numbers(line, path, lineno)
@@ -162,7 +166,7 @@ def read_groundtruth(path: str | os.PathLike, one_based: bool = False,
                 raise SequenceError(f"{path}, line {lineno}: the box contains NaN or infinity")
         elif box[2] <= 0 or box[3] <= 0:
             if not allow_missing:
-                raise SequenceError(f"{path}, line {lineno}: the box {tuple(np.round(box, 2))} has zero or negative area")
+                raise SequenceError(f"{path}, line {lineno}: the box {format_box(box)} has zero or negative area")
             box = np.full(4, np.nan)
         rows.append(box)
     if not rows:
@@ -174,7 +178,9 @@ def read_groundtruth(path: str | os.PathLike, one_based: bool = False,
 
 
 def _frames_in(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    # hidden files are never frames: macOS's ._0001.jpg resource forks, .DS_Store, editors' backups
+    files = [p for p in folder.iterdir()
+             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
     # natural sort, so frame 10 follows frame 9 even without zero padding
     return sorted(files, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
 
@@ -208,6 +214,17 @@ class Sequence:
         if not -n <= index < n:
             raise IndexError(f"frame {index} is out of range for sequence {self.name!r} with {n} frames")
         index %= n
+        frame = self._read(index)
+        size = self._cache.get("size")
+        if size is None:
+            size = self._cache["size"] = tuple(frame.shape[:2] if index == 0 else self._read(0).shape[:2])
+        if tuple(frame.shape[:2]) != size:
+            raise SequenceError(f"frame {self.frame_paths[index]} is {frame.shape[1]}×{frame.shape[0]} but the first "
+                                f"frame {self.frame_paths[0].name} of {self.name} is {size[1]}×{size[0]}; every frame "
+                                "of a sequence must have the same size")
+        return frame
+
+    def _read(self, index: int) -> np.ndarray:
         if self.frame_cache is not None:
             return self.frame_cache.get(self.frame_paths[index])
         return read_frame(self.frame_paths[index])
@@ -233,7 +250,7 @@ class Sequence:
     def frame_size(self) -> tuple[int, int]:
         """``(height, width)`` of the first frame."""
         if "size" not in self._cache:
-            self._cache["size"] = self[0].shape[:2]
+            self._cache["size"] = tuple(self._read(0).shape[:2])
         return self._cache["size"]
 
     def __repr__(self) -> str:
@@ -245,7 +262,11 @@ def load_sequence(path: str | os.PathLike, name: str | None = None) -> Sequence:
 
     Raises :class:`SequenceError` with the folder or file named when: the folder does not exist,
     holds no frames, has no ground-truth file, or the number of boxes does not match the number
-    of frames. Frames are checked when read (see :func:`read_frame`).
+    of frames (the message names the first surplus frame files), or the first box lies outside the
+    first frame (naming the file and line). The first frame is read here; the others are checked when
+    read (see :func:`read_frame`), each against the first frame's size. Hidden files (``._0001.jpg``,
+    ``.DS_Store``) are not frames; a UTF-8 byte-order mark in the ground truth is accepted; GOT-10k's
+    ``absence.label`` turns the boxes of absent frames into NaN rows.
     """
     folder = Path(path)
     if not folder.exists():
@@ -267,10 +288,16 @@ def load_sequence(path: str | os.PathLike, name: str | None = None) -> Sequence:
         one_based = False
     boxes = read_groundtruth(gt_path, one_based=one_based, allow_missing=allow_missing)
     if len(boxes) != len(frames):
-        raise SequenceError(f"{gt_path} has {len(boxes)} boxes but {frame_dir} has {len(frames)} frames; "
-                            "they must match one to one")
+        raise SequenceError(_count_mismatch(gt_path, boxes, frame_dir, frames))
+    if layout == "got10k" and (folder / "absence.label").is_file():
+        boxes = _apply_absence(folder / "absence.label", boxes)
+    first_line = _first_box_line(gt_path)
     if not np.isfinite(boxes[0]).all():
-        raise SequenceError(f"{gt_path}, line 1: the first box must be a valid box to start tracking")
+        raise SequenceError(f"{gt_path}, line {first_line}: the first box must be a valid box to start tracking")
+    first = read_frame(frames[0])
+    if not box_in_image(boxes[0], first.shape):
+        raise SequenceError(f"{gt_path}, line {first_line}: the first box {format_box(boxes[0])} lies outside the "
+                            f"{first.shape[1]}×{first.shape[0]} frame {frames[0].name}")
     masks = None
     mask_dir = next((folder / d for d in ("masks", "mask") if (folder / d).is_dir()), None)
     if mask_dir is not None:    # masks/ as DAVIS folders here, mask/ as acvm.synth.write_otb writes them
@@ -279,7 +306,46 @@ def load_sequence(path: str | os.PathLike, name: str | None = None) -> Sequence:
             raise SequenceError(f"{mask_dir} has {len(mask_paths)} masks but {frame_dir} has "
                                 f"{len(frames)} frames; they must match one to one")
         masks = LazyMasks(mask_paths)
-    return Sequence(name or folder.name, frames, boxes, layout, folder, masks)
+    seq = Sequence(name or folder.name, frames, boxes, layout, folder, masks)
+    seq._cache["size"] = tuple(first.shape[:2])
+    return seq
+
+
+def _count_mismatch(gt_path: Path, boxes: np.ndarray, frame_dir: Path, frames: list[Path]) -> str:
+    """The message for a frame/box count mismatch, naming what is in surplus."""
+    message = (f"{gt_path} has {len(boxes)} boxes but {frame_dir} has {len(frames)} frames; "
+               "they must match one to one")
+    if len(frames) > len(boxes):
+        extra = frames[len(boxes):]
+        shown = ", ".join(p.name for p in extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        return message + f" (frames without a box: {shown})"
+    return message + f" (boxes {len(frames) + 1} to {len(boxes)} have no frame)"
+
+
+def _first_box_line(gt_path: Path) -> int:
+    """The line number of the first box in a ground-truth file (blank lines are skipped)."""
+    text = gt_path.read_bytes().decode("utf-8-sig", errors="replace")
+    return next((k for k, line in enumerate(text.splitlines(), 1) if line.strip()), 1)
+
+
+def _apply_absence(label_path: Path, boxes: np.ndarray) -> np.ndarray:
+    """GOT-10k's ``absence.label`` (one 0/1 a line, 1: the target is absent): absent frames' boxes
+    become NaN rows, which every measure of :mod:`acvm.evaluation` skips."""
+    text = label_path.read_bytes().decode("utf-8-sig", errors="replace")
+    flags = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        value = line.strip()
+        if value not in ("0", "1"):
+            raise SequenceError(f"{label_path}, line {lineno}: expected 0 (present) or 1 (absent), got {value!r}")
+        flags.append(value == "1")
+    if len(flags) != len(boxes):
+        raise SequenceError(f"{label_path} has {len(flags)} lines but the ground truth has {len(boxes)} boxes; "
+                            "they must match one to one")
+    boxes = boxes.copy()
+    boxes[np.asarray(flags, dtype=bool)] = np.nan
+    return boxes
 
 
 def is_sequence_dir(path: str | os.PathLike) -> bool:

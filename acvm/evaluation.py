@@ -230,13 +230,26 @@ def run_vot(tracker_factory, sequence, name: str = "tracker", skip: int = 5, bur
     return VOTResult(name, sequence.name, boxes, overlaps, failures)
 
 
-def summarise(results: list[dict]) -> dict[str, dict[str, float]]:
-    """Mean ``auc``, ``precision20`` and ``fps`` per tracker over a list of ``as_dict()`` rows."""
+def summarise(results: list[dict], warn: bool = True) -> dict[str, dict[str, float]]:
+    """Mean ``auc``, ``precision20`` and ``fps`` per tracker over a list of ``as_dict()`` rows.
+
+    Rows with an ``"error"`` (a run of ``acvm bench`` that failed) are left out of the means and
+    counted in ``"failed"``; ``"sequences"`` counts the rows averaged. A tracker whose every run
+    failed has NaN means. With ``warn`` a ``UserWarning`` names the runs left out.
+    """
     out: dict[str, dict[str, float]] = {}
+    failed = [r for r in results if "error" in r]
+    if failed and warn:
+        import warnings
+        shown = "; ".join(f"{r['tracker']} on {r['sequence']}: {r['error']}" for r in failed[:3])
+        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+        warnings.warn(f"summarise: {len(failed)} failed runs left out of the means ({shown}{more})", stacklevel=2)
     for name in dict.fromkeys(r["tracker"] for r in results):
-        rows = [r for r in results if r["tracker"] == name]
-        out[name] = {k: float(np.mean([r[k] for r in rows])) for k in ("auc", "precision20", "fps")}
+        rows = [r for r in results if r["tracker"] == name and "error" not in r]
+        out[name] = {k: float(np.mean([r[k] for r in rows])) if rows else float("nan")
+                     for k in ("auc", "precision20", "fps")}
         out[name]["sequences"] = len(rows)
+        out[name]["failed"] = sum(1 for r in failed if r["tracker"] == name)
     return out
 
 
@@ -379,20 +392,32 @@ def mask_scores(masks, gts, tolerance: float = DAVIS_BOUNDARY_TOLERANCE) -> dict
 
 
 def load_bench(path) -> list[dict]:
-    """Rows of an ``acvm bench --json`` file (raises a clear error when the file is missing)."""
+    """Rows of an ``acvm bench --json`` file (raises a clear error when the file is missing).
+
+    Rows of failed runs (with ``"error"``) are returned too: :func:`summarise` and
+    :func:`per_sequence_winners` leave them out. A file marked ``"complete": false`` (an interrupted
+    benchmark) is read with a warning saying so."""
     import json
     from pathlib import Path
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"benchmark results {path} do not exist; make them with `acvm bench ... --json {path}`")
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"benchmark results {path} are not valid JSON ({exc}); make them again with "
+                         f"`acvm bench ... --json {path}`") from None
+    if isinstance(data, dict) and data.get("complete") is False:
+        import warnings
+        warnings.warn(f"{path} is incomplete (its benchmark was interrupted or is still running): "
+                      f"{len(data.get('results', []))} runs; finish it with `acvm bench ... --resume`", stacklevel=2)
     return data["results"] if isinstance(data, dict) else data
 
 
 def per_sequence_winners(rows: list[dict], key: str = "auc") -> dict[str, str]:
     """``{sequence: tracker}`` with the highest ``key`` on each sequence (ties: the first listed)."""
     best: dict[str, dict] = {}
-    for r in rows:
+    for r in (r for r in rows if "error" not in r):   # failed runs have no numbers
         if r["sequence"] not in best or r[key] > best[r["sequence"]][key]:
             best[r["sequence"]] = r
     return {s: r["tracker"] for s, r in sorted(best.items())}

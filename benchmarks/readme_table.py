@@ -19,7 +19,7 @@ print(f"`{meta.get('command', '')}` ({meta.get('machine', '')}, {meta.get('date'
 print("| tracker | mean AUC | AUC / CSRT | precision@20 | fps | fps / CSRT | VOT accuracy | VOT failures |")
 print("|---|---|---|---|---|---|---|---|")
 for t in sorted(s, key=lambda t: -s[t]["auc"]):
-    r = [x for x in rows if x["tracker"] == t]
+    r = [x for x in rows if x["tracker"] == t and "error" not in x]   # failed runs: summarise warns
     acc = np.mean([x.get("vot_accuracy", np.nan) for x in r])
     fails = sum(x.get("vot_failures", 0) for x in r)
     print(f"| {t} | {s[t]['auc']:.3f} | {s[t]['auc'] / ref['auc']:.2f} | {s[t]['precision20']:.3f} | "
@@ -32,6 +32,6 @@ print("\n| tracker | " + " | ".join(short) + " | bag mean IoU |")
 print("|---|" + "---|" * (len(seqs) + 1))
 for t in sorted(s, key=lambda t: -s[t]["auc"]):
     by = {x["sequence"]: x for x in rows if x["tracker"] == t}
-    cells = [f"{by[q]['auc']:.3f}" if q in by else "" for q in seqs]
+    cells = [("failed" if "error" in by[q] else f"{by[q]['auc']:.3f}") if q in by else "" for q in seqs]
     bag = by.get("VOT2015_bag", {}).get("mean_iou")
     print(f"| {t} | " + " | ".join(cells) + f" | {'' if bag is None else f'{bag:.3f}'} |")

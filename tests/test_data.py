@@ -138,3 +138,96 @@ def test_read_groundtruth_polygon(tmp_path):
     p = tmp_path / "gt.txt"
     p.write_text("0 0 4 0 4 3 0 3\n")
     assert np.allclose(read_groundtruth(p), [[0, 0, 4, 3]])
+
+
+# --- issue 20: loader and message gaps --------------------------------------------------------
+
+def test_got10k_absence_label_makes_absent_rows_nan(tmp_path):
+    got = _make_seq(tmp_path / "got", name="groundtruth.txt", sub=None, gt_lines=["3,4,5,6"] * 5)
+    (got / "absence.label").write_text("0\n0\n1\n0\n1\n")
+    seq = load_sequence(got)
+    assert seq.layout == "got10k"
+    assert np.isnan(seq.boxes[[2, 4]]).all() and np.isfinite(seq.boxes[[0, 1, 3]]).all()
+    # the evaluation skips them: a tracker that sits still is perfect on the present frames
+    from acvm.evaluation import OPEResult
+    res = OPEResult("still", seq.name, np.tile([3.0, 4, 5, 6], (5, 1)), seq.boxes, np.ones(4))
+    assert res.auc == pytest.approx(np.mean(np.linspace(0, 1, 21) < 1))
+    assert np.isnan(res.ious[[2, 4]]).all()
+    (got / "absence.label").write_text("0\n0\n2\n0\n1\n")
+    with pytest.raises(SequenceError, match=r"absence.label, line 3: expected 0 \(present\) or 1 \(absent\), got '2'"):
+        load_sequence(got)
+    (got / "absence.label").write_text("0\n0\n")
+    with pytest.raises(SequenceError, match="absence.label has 2 lines but the ground truth has 5 boxes"):
+        load_sequence(got)
+    (got / "absence.label").write_text("1\n0\n0\n0\n0\n")
+    with pytest.raises(SequenceError, match="line 1: the first box must be a valid box"):
+        load_sequence(got)
+
+
+def test_utf8_bom_in_groundtruth_is_accepted(tmp_path):
+    folder = _make_seq(tmp_path / "bom")
+    gt = folder / "groundtruth_rect.txt"
+    gt.write_bytes(b"\xef\xbb\xbf" + gt.read_bytes())
+    assert np.allclose(load_sequence(folder).boxes[0], (10, 20, 10, 8))
+    assert np.allclose(read_groundtruth(gt), [[11, 21, 10, 8]] * 5)
+
+
+def test_hidden_files_are_not_frames(tmp_path):
+    folder = _make_seq(tmp_path / "mac")
+    (folder / "img" / "._0001.jpg").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (folder / "img" / ".DS_Store").write_bytes(b"Bud1")
+    (folder / "img" / ".hidden.png").write_bytes(b"x")
+    seq = load_sequence(folder)
+    assert len(seq) == 5 and [p.name for p in seq.frame_paths][:2] == ["0001.jpg", "0002.jpg"]
+
+
+def test_count_mismatch_names_the_surplus_frames(tmp_path):
+    folder = _make_seq(tmp_path / "more", n=9, gt_lines=["11,21,10,8"] * 4)
+    with pytest.raises(SequenceError) as info:
+        load_sequence(folder)
+    msg = str(info.value)
+    assert "has 4 boxes but" in msg and "has 9 frames" in msg
+    assert "frames without a box: 0005.jpg, 0006.jpg, 0007.jpg and 2 more" in msg
+    folder = _make_seq(tmp_path / "fewer", n=3, gt_lines=["11,21,10,8"] * 5)
+    with pytest.raises(SequenceError, match="boxes 4 to 5 have no frame"):
+        load_sequence(folder)
+
+
+def test_first_box_outside_the_image_names_file_and_line(tmp_path):
+    # frames are 60 wide and 40 tall; OTB's 1-based 101 is x = 100
+    folder = _make_seq(tmp_path / "out", gt_lines=["", "101.5,21,10,8"] + ["11,21,10,8"] * 4)
+    with pytest.raises(SequenceError) as info:
+        load_sequence(folder)
+    msg = str(info.value)
+    assert "groundtruth_rect.txt, line 2: the first box (100.5, 20, 10, 8) lies outside the 60×40 frame 0001.jpg" in msg
+
+
+def test_messages_print_plain_numbers(tmp_path):
+    p = tmp_path / "gt.txt"
+    p.write_text("1.5 2.25 0 3\n")
+    with pytest.raises(SequenceError) as info:
+        read_groundtruth(p)
+    assert "the box (1.5, 2.25, 0, 3) has zero or negative area" in str(info.value)
+    assert "np.float64" not in str(info.value)
+
+
+def test_a_frame_of_another_size_is_named(tmp_path):
+    folder = _make_seq(tmp_path / "sizes")
+    cv2.imwrite(str(folder / "img" / "0004.jpg"), np.zeros((30, 50, 3), np.uint8))
+    seq = load_sequence(folder)
+    assert seq[2].shape == (40, 60, 3)
+    with pytest.raises(SequenceError, match=r"0004.jpg is 50×30 but the first frame 0001.jpg of sizes is 60×40"):
+        seq[3]
+    # the same check when the first frame read is not frame 0
+    seq = load_sequence(folder)
+    seq._cache.clear()
+    with pytest.raises(SequenceError, match="0004.jpg is 50×30"):
+        seq[3]
+
+
+def test_sixteen_bit_frames_keep_one_scale(tmp_path):
+    # a dark and a bright 16-bit frame: divided by 257, not stretched to 0..255 each
+    dark, bright = tmp_path / "dark.png", tmp_path / "bright.png"
+    cv2.imwrite(str(dark), np.full((2, 2), 257 * 10, np.uint16))
+    cv2.imwrite(str(bright), np.full((2, 2), 257 * 200, np.uint16))
+    assert read_frame(dark).max() == 10 and read_frame(bright).max() == 200
