@@ -110,8 +110,11 @@ def read_weights(path: str | os.PathLike, name: str | None = None, missing_hint:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:     # torch raises RuntimeError, EOFError, UnpicklingError, ... for a bad file
-        raise ValueError(f"{path} is not a readable weights file ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); it may be cut short or "
+        # torch's own text for a file that is not a weights file advises weights_only=False, which would
+        # run whatever the file holds: never pass that on
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        detail = type(exc).__name__ + (f": {text}" if text and "weights_only" not in text else "")
+        raise ValueError(f"{path} is not a readable weights file ({detail}); it may be cut short or "
                          f"damaged: make it again with {train_command(path, name)}") from None
     if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
         raise ValueError(f"{path} holds no 'state_dict': it is not a weights file written by `acvm train`")

@@ -1,7 +1,6 @@
 """``acvm bench`` keeps what it has: the journal, error rows, --resume, the JSON marked incomplete
 until done, Ctrl-C and SIGTERM; ``acvm track`` stopping at a bad frame."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -126,6 +126,15 @@ def test_read_weights_names_missing_damaged_and_foreign_files(tmp_path):
     text.write_text("not a torch file\n")
     with pytest.raises(ValueError, match=r"text\.pt is not a readable weights file"):
         read_weights(text)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.pt is not a readable weights file"):
+        read_weights(empty)
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(ValueError, match=r"noise\.pt is not a readable weights file") as info:
+        read_weights(noise)
+    assert "weights_only" not in str(info.value)      # never the advice to unpickle an unknown file
     foreign = tmp_path / "foreign.pt"
     torch.save(torch.zeros(3), foreign)
     with pytest.raises(ValueError, match=r"foreign\.pt holds no 'state_dict'"):
