@@ -308,12 +308,12 @@ def box_from_mask(mask, method: str = "minarea") -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 def _load_net(path: str | Path | None, top_k: int) -> tuple[D3SNet, dict]:
-    from .weights import read_weights
+    from .weights import fit_state, read_weights
     path = Path(path) if path else DEFAULT_WEIGHTS
     state = read_weights(path, "d3s")
     meta = dict(state["meta"])
     net = D3SNet(dim=int(meta.get("dim", 32)), top_k=top_k)
-    net.load_state_dict(state["state_dict"])
+    fit_state(net, state["state_dict"], path)
     return net.eval(), meta
 
 

@@ -500,7 +500,7 @@ def load_model(path: str | Path | None = None) -> tuple[STARKNet, dict]:
     The settings the weights were trained with are read back from the meta. Raises
     ``FileNotFoundError`` naming the file when it is missing.
     """
-    from .weights import read_weights
+    from .weights import fit_state, read_weights
     path = Path(path) if path else WEIGHTS
     state = read_weights(path, "stark-base" if path.name == BASE_WEIGHTS.name else "stark",
                          "or pass weights='random' for the untrained network")
@@ -508,7 +508,7 @@ def load_model(path: str | Path | None = None) -> tuple[STARKNet, dict]:
     known = STARKSettings.__dataclass_fields__
     settings = STARKSettings(**{k: v for k, v in meta.get("settings", {}).items() if k in known})
     net = STARKNet(settings)
-    net.load_state_dict(state["state_dict"])
+    fit_state(net, state["state_dict"], path)
     return net.eval(), meta
 
 

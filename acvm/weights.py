@@ -34,7 +34,7 @@ import torch
 
 from .registry import WEIGHTS_DIR, train_command
 
-__all__ = ["read_weights", "load_weights", "backbone_state", "save_weights", "training_meta", "describe_weights",
+__all__ = ["read_weights", "load_weights", "fit_state", "backbone_state", "save_weights", "training_meta", "describe_weights",
            "MANIFEST", "sha256", "manifest", "record", "check_integrity"]
 
 #: file name -> {"sha256", "bytes"} of every weights file in data/weights/
@@ -131,12 +131,18 @@ def load_weights(path: str | os.PathLike, model: torch.nn.Module | None = None, 
     """
     state = read_weights(path, name, missing_hint)
     if model is not None:
-        try:
-            model.load_state_dict(state["state_dict"])
-        except RuntimeError as exc:
-            detail = " ".join(str(exc).split())[:300]
-            raise ValueError(f"{path} does not fit {type(model).__name__}: {detail}") from None
+        fit_state(model, state["state_dict"], path)
     return dict(state["meta"])
+
+
+def fit_state(model: torch.nn.Module, state_dict: dict, path) -> None:
+    """``model.load_state_dict(state_dict)``; a state that does not fit raises ``ValueError`` naming
+    the file ``path`` it came from and the first entries that differ (not torch's bare traceback)."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise ValueError(f"{path} does not fit {type(model).__name__}: {detail}") from None
 
 
 def backbone_state(path: str | os.PathLike, prefix: str = "backbone.") -> tuple[dict, dict]:

@@ -230,3 +230,15 @@ def test_acvm_weights_lists_the_files(capsys):
     assert main(["weights"]) == 0
     out = capsys.readouterr().out
     assert "siamfc.pt" in out and "iounet.pt" in out and " ok " in out
+
+
+@pytest.mark.parametrize("name", ["siamfc", "siamrpn", "mdnet", "atom", "d3s", "stark"])
+def test_a_file_of_another_network_names_the_file(name, tmp_path):
+    # another network's weights under this tracker's name: the message names the file, not only a class
+    other = "siamrpn" if name == "siamfc" else "siamfc"
+    if not weights_file(other).is_file():
+        pytest.skip(f"{weights_file(other).name} not trained here")
+    wrong = tmp_path / f"wrong_{name}.pt"
+    wrong.write_bytes(weights_file(other).read_bytes())
+    with pytest.raises(ValueError, match=rf"wrong_{name}\.pt does not fit"):
+        make_tracker(name, weights=str(wrong))
