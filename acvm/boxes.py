@@ -12,7 +12,7 @@ import cv2
 __all__ = [
     "as_boxes", "xywh_to_xyxy", "xyxy_to_xywh", "xywh_to_cxcywh", "cxcywh_to_xywh",
     "polygon_to_xywh", "xywh_to_polygon", "iou", "centre_error", "context_size",
-    "crop_and_resize", "mean_colour", "crop_to_image", "image_to_crop", "clip_box", "box_in_image", "format_box", "size_bias",
+    "crop_and_resize", "mean_colour", "crop_to_image", "image_to_crop", "clip_box", "clip_to_image", "box_in_image", "format_box", "size_bias",
     "remove_size_bias", "excess_aspect", "FrameZoom", "AspectView",
 ]
 
@@ -106,6 +106,15 @@ def clip_box(box, image_shape, min_size: float = 1.0) -> np.ndarray:
     c[..., 0] = np.clip(c[..., 0], 0, w_img)
     c[..., 1] = np.clip(c[..., 1], 0, h_img)
     return cxcywh_to_xywh(c)
+
+
+def clip_to_image(box, image_shape) -> np.ndarray:
+    """The part of ``box`` (``x, y, w, h``) inside an image of ``image_shape``, float64 ``(4,)`` (where
+    :func:`clip_box` keeps the size and moves the centre, this cuts the box at the image border)."""
+    x, y, w, h = (float(v) for v in box)
+    H, W = image_shape[:2]
+    x0, y0, x1, y1 = max(0.0, x), max(0.0, y), min(float(W), x + w), min(float(H), y + h)
+    return np.array([x0, y0, x1 - x0, y1 - y0])
 
 
 def format_box(box, digits: int = 2) -> str:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .boxes import box_in_image, format_box
+from .boxes import box_in_image, clip_to_image, format_box
 from .tracker import Tracker, check_image, check_init_box
 
 __all__ = ["OpenCVTracker", "opencv_tracker_names", "OpenCVLimits", "LIMITS", "unguarded_run"]
@@ -98,14 +98,6 @@ def _reason(exc: cv2.error) -> str:
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     text = lines[-1] if lines else type(exc).__name__
     return text.split(" error: ", 1)[-1]
-
-
-def clip_to_image(box, image_shape) -> np.ndarray:
-    """The part of ``box`` (``x, y, w, h``) inside an image of ``image_shape``, float64 ``(4,)``."""
-    x, y, w, h = (float(v) for v in box)
-    H, W = image_shape[:2]
-    x0, y0, x1, y1 = max(0.0, x), max(0.0, y), min(float(W), x + w), min(float(H), y + h)
-    return np.array([x0, y0, x1 - x0, y1 - y0])
 
 
 class OpenCVTracker(Tracker):

@@ -80,7 +80,7 @@ def _requires_init(update):
 
     @functools.wraps(update)
     def wrapped(self, *args, **kwargs):
-        if not getattr(self, "_initialised", False):
+        if not self.initialised:
             raise RuntimeError(f"{self.name}: call init(image, box) before update(image)")
         return update(self, *args, **kwargs)
 
