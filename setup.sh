@@ -53,7 +53,8 @@ case "$action" in
         # two workers: notebooks and test files run side by side on the 2 cores; loadscope keeps
         # the cells of one notebook on one worker (and so in one kernel)
         status=0
-        .venv/bin/python -m pytest -n 2 --dist loadscope tests notebooks solutions "${nbval[@]}" "$@" || status=$?
+        # --durations: the slowest tests, for whoever keeps the suite inside its time
+        .venv/bin/python -m pytest -n 2 --dist loadscope --durations=20 tests notebooks solutions "${nbval[@]}" "$@" || status=$?
         # every solution once more on the kernels of a CPU without AVX-512 (most students' laptops),
         # so that a checked output which depends on the CPU fails here and not there (DEVELOPING.md)
         if [ "$(uname -m)" = x86_64 ] && [ "$#" = 0 ]; then

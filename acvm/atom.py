@@ -472,7 +472,9 @@ class ATOMTracker(Tracker):
         self.head = model.head
         self.response = self.scale_peaks = None
         self.proposals = self.refined = self.proposal_history = self.proposal_ious = None
-        self.search_box = None
+        # the frame's box before and after IoU-Net (frame pixels; refined_box None when it did not run):
+        # benchmarks/iounet_refinement.py measures what the refinement adds
+        self.search_box = self.dcf_box = self.refined_box = None
         self.size_bias = np.ones(2)
         s = self.settings
         # the scale pyramid and its penalties depend on the settings only
@@ -554,12 +556,15 @@ class ATOMTracker(Tracker):
             factor = 1.0
         size_crop = self.box[2:] * ((1.0 - s.scale_lr) + s.scale_lr * factor) * scale
         box_crop = cxcywh_to_xywh([pos_crop[0], pos_crop[1], size_crop[0], size_crop[1]])
+        self.dcf_box = self.view.from_view(crop_to_image(box_crop, centre, side, s.search_size))
+        self.refined_box = None
         if s.use_iounet and found:
             refined, history, ious = self.refine(view["head"], box_crop)
             refined = remove_size_bias(refined, self.size_bias)
             to_image = lambda b: self.view.from_view(crop_to_image(b, centre, side, s.search_size))  # noqa: E731
             self.proposal_history, self.proposal_ious = to_image(history), ious
             self.proposals, self.refined = self.proposal_history[0], self.proposal_history[-1]
+            self.refined_box = to_image(refined)
             if ious[-1].max() >= s.min_predicted_iou:  # an unsure IoU-Net (occlusion) keeps the old box
                 box_crop = self._limit(refined, box_crop)
         new_box = crop_to_image(box_crop, centre, side, s.search_size)

@@ -129,17 +129,25 @@ def train_command(path, name: str | None = None) -> str:
     return " then ".join(f"`{c}`" for c in [*first, f"acvm train {name}{out}"])
 
 
+_WORDS = {"true": True, "false": False, "none": None}
+
+
 def parse_settings(items) -> dict:
     """``["name=value", ...]`` (a benchmark's ``--set`` options) -> ``{name: value}`` for :func:`make_tracker`.
 
-    Values are Python literals (``0.25``, ``True``, ``(1, 2)``, ``None``); anything else is kept as
-    text (a file name). An item without ``=`` raises ``ValueError`` naming it.
+    Values are Python literals (``0.25``, ``True``, ``(1, 2)``, ``None``), with ``true``/``false``
+    and ``none`` in any case as well (a shell user's ``calibrate=false`` must not become the
+    non-empty, so truthy, text ``"false"``); anything else is kept as text (a file name). An item
+    without ``=`` raises ``ValueError`` naming it.
     """
     out = {}
     for item in items or []:
         if "=" not in item:
             raise ValueError(f"expected NAME=VALUE, got {item!r}")
         name, value = (part.strip() for part in item.split("=", 1))
+        if value.lower() in _WORDS:
+            out[name] = _WORDS[value.lower()]
+            continue
         try:
             out[name] = ast.literal_eval(value)
         except (ValueError, SyntaxError):

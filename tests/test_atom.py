@@ -221,3 +221,35 @@ def test_size_and_aspect_are_damped_separately():
     out = tracker._limit(refined, previous)
     assert out[3] / out[2] == pytest.approx(3.0, rel=1e-12)                                 # the old shape
     assert out[2] * out[3] == pytest.approx(np.sqrt(20 * 60 * 40 * 40), rel=1e-12)          # the damped area
+
+
+def test_dcf_and_refined_boxes_are_exposed_and_the_reported_box_lies_between(synthetic):
+    """``dcf_box`` is the box before IoU-Net, ``refined_box`` its refinement; with the size and aspect
+    rates at 0 the tracker reports the DCF's box (clipped), at 1 the refined size (clamped)."""
+    import sys
+    sys.path.insert(0, str(__import__("conftest").ROOT / "benchmarks"))
+    from iounet_refinement import refinement_record
+    from acvm.boxes import xywh_to_cxcywh
+    from acvm.evaluation import run_ope
+    torch.manual_seed(0)
+    model = IoUNet().eval()
+    frozen = ATOMTracker(model=model, size_update_rate=0.0, aspect_update_rate=0.0, seed=0)
+    frozen.init(synthetic[0], synthetic.boxes[0])
+    for i in range(1, 6):
+        box = frozen.update(synthetic[i])
+        assert frozen.refined_box is not None and frozen.refined_box.shape == (4,)
+        np.testing.assert_allclose(box, frozen.dcf_box, atol=1e-6)
+    free = ATOMTracker(model=model, size_update_rate=1.0, aspect_update_rate=1.0, max_scale_change=10.0,
+                       min_predicted_iou=-np.inf, seed=0)  # a random head may predict IoUs below 0
+    free.init(synthetic[0], synthetic.boxes[0])
+    box = free.update(synthetic[1])
+    np.testing.assert_allclose(xywh_to_cxcywh(box)[2:], xywh_to_cxcywh(free.refined_box)[2:], rtol=1e-6)
+    np.testing.assert_allclose(xywh_to_cxcywh(box)[:2], xywh_to_cxcywh(free.dcf_box)[:2], atol=1e-6)
+    # the benchmark's record: the reported column is the run's own per-frame IoU, computed apart
+    from acvm.synth import make_sequence
+    short = make_sequence(seed=3, n_frames=8, speed=1.5, occlusion=False, distractor=False)
+    rec = refinement_record(ATOMTracker(model=model, seed=0), short)
+    run = run_ope(ATOMTracker(model=model, seed=0), short)
+    assert rec["frames"] == 7 and rec["reported"] == pytest.approx(float(np.mean(run.ious[1:])))
+    off = refinement_record(ATOMTracker(model=model, use_iounet=False, seed=0), short)
+    assert off["frames"] == 0  # no refinement, no rows

@@ -129,6 +129,9 @@ def test_parse_settings_reads_literals_and_keeps_text():
                            "weights=/tmp/w.pt"]) == {"lr": 0.25, "calibrate": True, "ratios": (1, 2),
                                                      "aspect_update_rate": None, "weights": "/tmp/w.pt"}
     assert parse_settings(None) == {} and parse_settings(["a=b=c"]) == {"a": "b=c"}
+    # a shell user's lower-case words: "false" kept as text would be truthy
+    assert parse_settings(["calibrate=false", "a=TRUE", "b=none", "c=falsey"]) == {
+        "calibrate": False, "a": True, "b": None, "c": "falsey"}
     with pytest.raises(ValueError, match="NAME=VALUE, got 'lr'"):
         parse_settings(["lr"])
 
