@@ -556,12 +556,11 @@ class ATOMTracker(Tracker):
             factor = 1.0
         size_crop = self.box[2:] * ((1.0 - s.scale_lr) + s.scale_lr * factor) * scale
         box_crop = cxcywh_to_xywh([pos_crop[0], pos_crop[1], size_crop[0], size_crop[1]])
-        self.dcf_box = self.view.from_view(crop_to_image(box_crop, centre, side, s.search_size))
-        self.refined_box = None
+        to_image = lambda b: self.view.from_view(crop_to_image(b, centre, side, s.search_size))  # noqa: E731
+        self.dcf_box, self.refined_box = to_image(box_crop), None
         if s.use_iounet and found:
             refined, history, ious = self.refine(view["head"], box_crop)
             refined = remove_size_bias(refined, self.size_bias)
-            to_image = lambda b: self.view.from_view(crop_to_image(b, centre, side, s.search_size))  # noqa: E731
             self.proposal_history, self.proposal_ious = to_image(history), ious
             self.proposals, self.refined = self.proposal_history[0], self.proposal_history[-1]
             self.refined_box = to_image(refined)

@@ -30,27 +30,40 @@ from acvm.evaluation import InMemory, run_ope
 from acvm.registry import make_tracker, parse_settings
 
 
-def refinement_record(tracker, sequence) -> dict:
-    """Run ``tracker`` (an ATOM tracker) through ``sequence``; per refined frame the IoU of the DCF's,
-    the refined and the reported box with the ground truth. Frames without a ground-truth box (NaN)
-    are left out."""
+COLUMNS = ("dcf", "refined", "reported")
+
+
+def _summary(a: np.ndarray) -> dict:
+    """Mean IoU of each column of ``a`` ``(frames, 3)`` and the share of frames where refined > DCF."""
+    if not len(a):
+        return {k: float("nan") for k in (*COLUMNS, "refined_better")}
+    return {**dict(zip(COLUMNS, map(float, a.mean(0)))), "refined_better": float((a[:, 1] > a[:, 0]).mean())}
+
+
+def refinement_ious(tracker, sequence) -> tuple[np.ndarray, float]:
+    """Run ``tracker`` (an ATOM tracker) through ``sequence``: per refined frame the IoU of the DCF's,
+    the refined and the reported box with the ground truth, ``(frames, 3)``, and the run's AUC.
+    Frames without a ground-truth box (NaN) are left out."""
     rows = []
 
     def keep(i, t, box):
-        if i == 0 or t.refined_box is None:
-            return
         truth = sequence.boxes[i]
-        if not np.all(np.isfinite(truth)):
+        if i == 0 or t.refined_box is None or not np.all(np.isfinite(truth)):
             return
-        rows.append([float(iou(t.dcf_box, truth)), float(iou(t.refined_box, truth)), float(iou(box, truth))])
+        rows.append([float(iou(b, truth)) for b in (t.dcf_box, t.refined_box, box)])
 
     result = run_ope(tracker, sequence, name="atom", callback=keep)
-    a = np.array(rows).reshape(-1, 3)
-    return {"sequence": sequence.name, "auc": float(result.auc), "frames": len(a),
-            "dcf": float(a[:, 0].mean()) if len(a) else float("nan"),
-            "refined": float(a[:, 1].mean()) if len(a) else float("nan"),
-            "reported": float(a[:, 2].mean()) if len(a) else float("nan"),
-            "refined_better": float((a[:, 1] > a[:, 0]).mean()) if len(a) else float("nan")}
+    return np.array(rows).reshape(-1, 3), float(result.auc)
+
+
+def refinement_record(tracker, sequence) -> dict:
+    """:func:`refinement_ious` summarised: ``{"sequence", "auc", "frames", "dcf", "refined",
+    "reported", "refined_better"}``."""
+    return _record(sequence.name, *refinement_ious(tracker, sequence))
+
+
+def _record(name: str, a: np.ndarray, auc: float) -> dict:
+    return {"sequence": name, "auc": auc, "frames": len(a), **_summary(a)}
 
 
 def main(argv=None) -> int:
@@ -73,19 +86,18 @@ def main(argv=None) -> int:
         raise SystemExit(f"--set: {exc}") from None
     if args.weights:
         kwargs["weights"] = args.weights
-    rows = []
+    rows, frames = [], []
     print(f"{'sequence':28s} {'frames':>6s} {'AUC':>5s}   mean IoU: {'DCF':>5s} {'refined':>7s} {'reported':>8s}"
           f"   refined better")
     for p in paths:
         seq = InMemory(load_sequence(p))
-        r = refinement_record(make_tracker("atom", **kwargs), seq)
-        rows.append(r)
+        a, auc = refinement_ious(make_tracker("atom", **kwargs), seq)
+        frames.append(a)
+        rows.append(r := _record(seq.name, a, auc))
         print(f"{r['sequence']:28s} {r['frames']:6d} {r['auc']:5.3f}   {'':9s} {r['dcf']:5.3f} {r['refined']:7.3f} "
               f"{r['reported']:8.3f}   {r['refined_better']:.2f}", flush=True)
-    n = np.array([r["frames"] for r in rows], dtype=float)
-    mean = {k: float(np.nansum([r[k] * f for r, f in zip(rows, n)]) / max(n.sum(), 1))
-            for k in ("dcf", "refined", "reported", "refined_better")}
-    print(f"{'all frames':28s} {int(n.sum()):6d} {np.mean([r['auc'] for r in rows]):5.3f}   {'':9s} "
+    mean = _summary(np.vstack(frames))
+    print(f"{'all frames':28s} {sum(map(len, frames)):6d} {np.mean([r['auc'] for r in rows]):5.3f}   {'':9s} "
           f"{mean['dcf']:5.3f} {mean['refined']:7.3f} {mean['reported']:8.3f}   {mean['refined_better']:.2f}")
     if args.json:
         with open(args.json, "w") as f:

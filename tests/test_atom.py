@@ -226,9 +226,12 @@ def test_size_and_aspect_are_damped_separately():
 def test_dcf_and_refined_boxes_are_exposed_and_the_reported_box_lies_between(synthetic):
     """``dcf_box`` is the box before IoU-Net, ``refined_box`` its refinement; with the size and aspect
     rates at 0 the tracker reports the DCF's box (clipped), at 1 the refined size (clamped)."""
-    import sys
-    sys.path.insert(0, str(__import__("conftest").ROOT / "benchmarks"))
-    from iounet_refinement import refinement_record
+    import importlib.util
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("iounet_refinement", ROOT / "benchmarks" / "iounet_refinement.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    refinement_record = bench.refinement_record
     from acvm.boxes import xywh_to_cxcywh
     from acvm.evaluation import run_ope
     torch.manual_seed(0)
