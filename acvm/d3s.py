@@ -415,7 +415,9 @@ class D3STracker(Tracker):
         centre, side = self.crop_geometry()
         return crop_to_image(box_in_crop, centre, side, self.settings.crop_size)
 
-    def init(self, image, box) -> None:
+    def init(self, image, box, mask=None) -> None:
+        """Start on ``image`` from ``box``; with ``mask`` (``H×W``, the first frame's target mask, as
+        in video object segmentation) GIM's foreground is that mask instead of the trimmed box."""
         image, box, self.centre, self.size = check_init(image, box)
         s = self.settings
         _, feats = self.extract(image)
@@ -425,10 +427,18 @@ class D3STracker(Tracker):
         x0, y0 = np.floor(b[:2]).astype(int).clip(0, s.crop_size)
         x1, y1 = np.ceil(b[:2] + b[2:]).astype(int).clip(0, s.crop_size)
         fg[y0:y1, x0:x1] = True
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape != image.shape[:2]:
+                raise ValueError(f"the initial mask is {mask.shape[1]}×{mask.shape[0]} (width×height) but the "
+                                 f"image is {image.shape[1]}×{image.shape[0]}")
+            crop = crop_and_resize(mask.astype(np.float32), centre, side, s.crop_size, pad_value=0.0) > 0.5
+            if crop.sum() >= s.min_mask_pixels:
+                fg = crop
         self.template = feats["project"]
         self.template_fg = self._cells(fg)
         self.radius = s.gem_radius * np.sqrt(b[2] * b[3])
-        if s.init_refine:
+        if s.init_refine and mask is None:
             # D3S: segment the first frame with the box as foreground, keep the part inside the box
             prob = self.segment(feats, gem_likelihood(b[:2] + b[2:] / 2, s.crop_size, self.radius))
             trimmed = (prob > s.mask_threshold) & fg
@@ -519,7 +529,11 @@ class D3SSampler:
                  shift: float = 0.5, scale_jitter: float = 0.2, peak_noise: float = 0.1,
                  box_mask: float = 0.3, colour: float = 0.1, pairs_per_sequence: int = 4):
         from .training import make_sources
-        self.sources = make_sources(None) if sources is None else list(sources)
+        sources = make_sources(None) if sources is None else list(sources)
+        # real folders: only their sequences with masks (DAVIS) can teach segmentation
+        self.sources = [src.with_masks() if hasattr(src, "with_masks") else src for src in sources]
+        w = np.array([float(getattr(src, "weight", 1.0)) for src in self.sources])
+        self.weights = w / w.sum()
         self.settings, self.max_gap = settings, max_gap
         self.shift, self.scale_jitter, self.peak_noise = shift, scale_jitter, peak_noise
         self.box_mask, self.colour = box_mask, colour
@@ -529,7 +543,9 @@ class D3SSampler:
 
     def _sequence(self, rng: np.random.Generator):
         if self._seq is None or self._uses >= self.pairs_per_sequence:
-            source = self.sources[int(rng.integers(len(self.sources)))]
+            # one source draws as before sources had weights, so the synthetic stream is unchanged
+            k = 0 if len(self.sources) == 1 else int(rng.choice(len(self.sources), p=self.weights))
+            source = self.sources[k]
             self._seq, self._uses = source.sequence(rng), 0
         self._uses += 1
         return self._seq
@@ -583,6 +599,7 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path | 
           resume: bool = False, device: str | None = None, batch_size: int = 8, workers: int = 1,
           lr: float = 3e-3, backbone: str | Path | None = None, progress: bool = True,
           settings: D3SSettings = D3SSettings(), dim: int = 32) -> Path:
+
     """Train D3S's segmentation network and write ``{"state_dict", "meta"}`` to ``out``.
 
     The backbone comes from ``backbone`` (default ``data/weights/siamfc.pt``) and stays frozen;
@@ -623,7 +640,8 @@ def draw_d3s(frames: list[dict], frame: int = 0, figsize=(11, 3)):
     Args:
         frames: one dict per frame with ``"crop"`` (``S×S×3`` uint8), ``"gem"``, ``"gim"``,
             ``"probability"`` (``S×S`` float) and ``"mask_box"`` (xywh in crop pixels or None),
-            as :func:`d3s_snapshot` makes.
+            as :func:`d3s_snapshot` makes; with a ``"truth"`` (``S×S`` bool, the ground-truth mask
+            in the crop) a fifth panel shows it, outlined on the fused mask too.
         frame: which one to draw.
     """
     import matplotlib.pyplot as plt
@@ -631,11 +649,14 @@ def draw_d3s(frames: list[dict], frame: int = 0, figsize=(11, 3)):
     if not 0 <= frame < len(frames):
         raise IndexError(f"frame {frame} is out of range ({len(frames)} recorded)")
     r = frames[frame]
-    fig, axes = plt.subplots(1, 4, figsize=figsize)
+    truth = r.get("truth")
+    fig, axes = plt.subplots(1, 4 if truth is None else 5, figsize=figsize)
     # GIM's posterior stays close to 1/2 (a softmax of two cosines), so its colours are stretched
     panels = [("crop", r["crop"], None, (None, None)), ("GEM: L from the DCF", r["gem"], "magma", (0, 1)),
               ("GIM: P (stretched)", r["gim"], "viridis", (None, None)),
               ("fused mask", r["probability"], "gray", (0, 1))]
+    if truth is not None:
+        panels.append(("ground truth", truth, "gray", (0, 1)))
     for ax, (title, im, cmap, (lo, hi)) in zip(axes, panels):
         ax.imshow(im, cmap=cmap, vmin=lo, vmax=hi)
         ax.set_title(title, fontsize="small")
@@ -643,24 +664,34 @@ def draw_d3s(frames: list[dict], frame: int = 0, figsize=(11, 3)):
     if r.get("mask_box") is not None:
         draw_box(axes[0], r["mask_box"], "#ff1744", "box from mask")
         draw_box(axes[3], r["mask_box"], "#ff1744")
+    if truth is not None and truth.any():
+        axes[3].contour(truth, levels=[0.5], colors="#00e676", linewidths=1)
     fig.suptitle(f"frame {r.get('index', frame)}", fontsize="small")
     fig.tight_layout()
     return fig
 
 
-def d3s_snapshot(tracker: D3STracker, index: int) -> dict:
+def d3s_snapshot(tracker: D3STracker, index: int, truth=None) -> dict:
     """What :func:`draw_d3s` shows of the tracker's last update, as a dict (arrays copied).
 
     Keys: ``index``, ``crop``, ``gem``, ``gim``, ``probability``, ``mask_box`` (in crop pixels, or
-    None), ``box`` (the frame box returned). Use it as ``run_ope``'s callback:
+    None), ``box`` (the frame box returned), and with ``truth`` (the frame's ``H×W`` ground-truth
+    mask) ``truth``: that mask cut to the same crop (``S×S`` bool). Use it as ``run_ope``'s callback:
     ``run_ope(tracker, seq, callback=lambda i, t, b: frames.append(d3s_snapshot(t, i)))``.
     """
     cb = tracker.crop_box
+    centre, size = cb[:2] + cb[2:] / 2, tracker.settings.crop_size
     mb = None
     if tracker.mask_box is not None:
-        mb = image_to_crop(tracker.mask_box, cb[:2] + cb[2:] / 2, cb[2], tracker.settings.crop_size)
-    return {"index": int(index), "crop": tracker.crop.copy(), "gem": tracker.gem.copy(), "gim": tracker.gim.copy(),
-            "probability": tracker.probability.copy(), "mask_box": mb, "box": tracker.box.copy()}
+        mb = image_to_crop(tracker.mask_box, centre, cb[2], size)
+    out = {"index": int(index), "crop": tracker.crop.copy(), "gem": tracker.gem.copy(), "gim": tracker.gim.copy(),
+           "probability": tracker.probability.copy(), "mask_box": mb, "box": tracker.box.copy()}
+    if truth is not None:
+        truth = np.asarray(truth)
+        if truth.shape != tracker.mask.shape:
+            raise ValueError(f"d3s_snapshot: truth mask of shape {truth.shape}, frame {index} is {tracker.mask.shape}")
+        out["truth"] = crop_and_resize(truth.astype(np.float32), centre, cb[2], size, pad_value=0) > 0.5
+    return out
 
 
 def record_d3s(tracker: D3STracker, sequence, n_frames: int | None = None, start: int = 0) -> list[dict]:

@@ -105,6 +105,22 @@ class FolderSource:
         lengths = np.array([len(s) for s in self.sequences], dtype=np.float64)
         return self.sequences[int(rng.choice(len(self.sequences), p=lengths / lengths.sum()))]
 
+    def with_masks(self) -> "FolderSource":
+        """The same source restricted to the sequences that have masks (DAVIS), sharing the cache.
+
+        Raises ``ValueError`` naming the folders when none of them has a ``masks/`` folder.
+        """
+        kept = [s for s in self.sequences if s.masks is not None]
+        if not kept:
+            where = sorted({str(s.path.parent) if s.path else s.name for s in self.sequences})
+            raise ValueError(f"none of the {len(self.sequences)} sequences in {', '.join(where)} has a masks/ "
+                             "folder; mask training needs DAVIS-style sequences or a synthetic source")
+        out = object.__new__(FolderSource)
+        out.__dict__.update(self.__dict__)
+        out.sequences = kept
+        out.name = ",".join(s.name for s in kept)
+        return out
+
     def __repr__(self) -> str:
         return f"folders({len(self.sequences)} sequences)"
 

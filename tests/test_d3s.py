@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from acvm.backbone import LAYERS
+from acvm.boxes import crop_and_resize
 from acvm.d3s import (MARGIN, D3SNet, D3SSampler, D3SSettings, D3STracker, align_features, box_from_mask,
                       distance_likelihood, draw_d3s, gem_likelihood, gim, largest_component, record_d3s,
                       top_k_similarity, train)
@@ -252,3 +253,81 @@ def test_shipped_weights_segment_a_synthetic_target():
         js.append(region_similarity(t.mask, gt))
     # an untrained refinement pathway (frozen SiamFC backbone) gives J about 0.1 here; the shipped one about 0.9
     assert np.mean(js) > 0.6
+
+
+def test_sampler_takes_real_masks_only_from_sequences_that_have_them(tmp_path):
+    """A folder source teaches segmentation with its masked sequences only, at its stated share."""
+    from acvm.evaluation import InMemory
+    from acvm.synth import make_sequence, write_otb
+    from acvm.training import FolderSource, SyntheticSource
+    masked = make_sequence(seed=31, n_frames=12, size=(200, 150), rotation=0.0)
+    write_otb(masked, tmp_path / "masked")
+    write_otb(InMemory(make_sequence(seed=32, n_frames=12, size=(200, 150)), name="plain"), tmp_path / "plain")
+    folder = FolderSource([tmp_path / "masked", tmp_path / "plain"])
+    assert sorted(s.name for s in folder.sequences) == ["masked", "plain"]
+    only = folder.with_masks()
+    assert [s.name for s in only.sequences] == ["masked"] and only.cache is folder.cache
+    assert len(folder.sequences) == 2                    # the original source is left as it was
+    with pytest.raises(ValueError, match="masks/ folder"):
+        FolderSource([tmp_path / "plain"]).with_masks()
+
+    synthetic = SyntheticSource(n_frames=12)
+    synthetic.weight, folder.weight = 0.25, 0.75
+    sampler = D3SSampler([synthetic, folder], shift=0.0, scale_jitter=0.0, peak_noise=0.0, box_mask=0.0,
+                         pairs_per_sequence=1)
+    np.testing.assert_allclose(sampler.weights, [0.25, 0.75])
+    rng = np.random.default_rng(0)
+    drawn = []
+    for _ in range(40):
+        ex = sampler(rng)
+        drawn.append(getattr(sampler._seq, "name", "synthetic"))
+        if drawn[-1] == "masked":
+            assert ex["x_mask"].sum() > 30          # a real mask reached the example
+    assert "plain" not in drawn
+    assert 20 <= drawn.count("masked") <= 38       # about 3 in 4 draws, from the one masked sequence
+
+
+def test_init_from_a_mask_uses_its_cells_as_the_foreground(random_net):
+    img = _scene()
+    mask = np.zeros(img.shape[:2], bool)
+    mask[80:120, 100:125] = True                     # the left half of the red box
+    t = D3STracker(net=random_net)
+    t.init(img, [100, 80, 50, 40], mask=mask)
+    # the template's foreground cells are the mask's, cut with the crop's geometry
+    centre, side = t.crop_geometry()
+    crop = crop_and_resize(mask.astype(np.float32), centre, side, t.settings.crop_size, pad_value=0.0) > 0.5
+    np.testing.assert_array_equal(t.template_fg[0].numpy(), t._cells(crop)[0].numpy())
+    box = D3STracker(net=random_net, init_refine=False)
+    box.init(img, [100, 80, 50, 40])
+    assert t.template_fg.sum() < box.template_fg.sum()
+    assert np.isfinite(t.update(_scene((2, 1)))).all()
+    with pytest.raises(ValueError, match="initial mask is 10×20"):
+        t.init(img, [100, 80, 50, 40], mask=np.zeros((20, 10), bool))
+
+
+def test_davis_benchmark_scores_validation_masks_against_an_independent_count(tmp_path, random_net):
+    """benchmarks/d3s_davis.py: only the validation split's masked sequences, J from pixel counts."""
+    import importlib.util
+    from conftest import ROOT, write_split_folder
+    spec = importlib.util.spec_from_file_location("d3s_davis", ROOT / "benchmarks" / "d3s_davis.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # pixels whose centres lie in the box: x in 1..3 (centres 1.5..3.5 within [1.5, 4.5)), y in 2..3
+    expected = np.zeros((6, 7), bool)
+    expected[2:4, 1:4] = True
+    np.testing.assert_array_equal(bench.filled_box(np.array([1.5, 2.0, 3.0, 2.0]), (6, 7)), expected)
+    assert not bench.filled_box(np.array([np.nan, 0, 1, 1]), (6, 7)).any()
+    root = write_split_folder(tmp_path, n_frames=6)
+    seqs = bench.mask_sequences(str(root), "validation")
+    assert [s.name for s in seqs] == ["c"]
+    row = bench.score_sequence(D3STracker(net=random_net), seqs[0], init="mask")
+    seq = seqs[0]
+    gts = [seq.frame_and_mask(i)[1] for i in range(1, len(seq))]
+    js = []
+    for box, gt in zip(seq.boxes[1:], gts):
+        x0, y0 = np.ceil(box[:2] - 0.5).astype(int)
+        x1, y1 = np.ceil(box[:2] + box[2:] - 0.5).astype(int)
+        inside = gt[y0:y1, x0:x1].sum()
+        js.append(inside / (gt.sum() + (y1 - y0) * (x1 - x0) - inside))
+    assert row["frames"] == 6 and row["gt_box_J"] == pytest.approx(np.mean(js))
+    assert 0.0 <= row["J"] <= 1.0 and 0.0 <= row["F"] <= 1.0 and 0.0 <= row["auc"] <= 1.0
