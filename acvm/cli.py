@@ -47,6 +47,16 @@ def _cmd_trackers(args) -> int:
     return 0
 
 
+def _cmd_toolkit_lite_config(args) -> int:
+    from .toolkit_lite.trackers import trackers_yaml
+    names = [n.strip() for n in args.trackers.split(",") if n.strip()] if args.trackers else None
+    try:
+        print(trackers_yaml(names), end="")
+    except ValueError as exc:
+        _fail(str(exc))
+    return 0
+
+
 def _cmd_track(args) -> int:
     from .data import load_sequence
     from .evaluation import run_ope
@@ -612,6 +622,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--occlusion", action="store_true")
     d.add_argument("--distractor", action="store_true")
     d.set_defaults(fn=_cmd_data)
+
+    s = sub.add_parser("toolkit-lite-config",
+                       help="print trackers.yaml entries that run acvm trackers in the course toolkit (pytracking-toolkit-lite)")
+    s.add_argument("--trackers", help="comma-separated tracker names (default: all)")
+    s.set_defaults(fn=_cmd_toolkit_lite_config)
 
     s = sub.add_parser("course", help="build, check, execute or export the notebooks")
     s.add_argument("action", choices=["build", "check", "execute", "slides"])
