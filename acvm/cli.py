@@ -57,6 +57,31 @@ def _cmd_toolkit_lite_config(args) -> int:
     return 0
 
 
+def _cmd_vot_tracker(args) -> int:
+    from .vot import serve
+    try:
+        import trax  # noqa: F401
+    except ImportError:
+        _fail("the VOT integration needs vot-trax: pip install -e '.[vot]'")
+    serve(args.tracker, log=args.log)
+    return 0
+
+
+def _cmd_vot_workspace(args) -> int:
+    from .data import SequenceError
+    from .vot import write_workspace
+    trackers = [t.strip() for t in args.trackers.split(",") if t.strip()]
+    try:
+        root = write_workspace(args.directory, trackers, args.sequences, copy=args.copy, frames=args.frames)
+    except (ValueError, FileExistsError, SequenceError) as exc:
+        _fail(str(exc))
+    print(f"VOT workspace in {root}: {len(args.sequences)} sequences, trackers "
+          f"{', '.join('acvm-' + t for t in trackers)}\n"
+          f"  vot evaluate --workspace {root} {' '.join('acvm-' + t for t in trackers)}\n"
+          f"  vot analysis --workspace {root} --format json {' '.join('acvm-' + t for t in trackers)}")
+    return 0
+
+
 def _cmd_track(args) -> int:
     from .data import load_sequence
     from .evaluation import run_ope
@@ -622,6 +647,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--occlusion", action="store_true")
     d.add_argument("--distractor", action="store_true")
     d.set_defaults(fn=_cmd_data)
+
+    s = sub.add_parser("vot-tracker", help="run a tracker as a TraX server (what the VOT toolkit starts)")
+    s.add_argument("tracker", help="a name from `acvm trackers`")
+    s.add_argument("--log", action="store_true", help="TraX protocol log on stderr")
+    s.set_defaults(fn=_cmd_vot_tracker)
+
+    s = sub.add_parser("vot", help="the VOT toolkit: write a workspace from local sequences")
+    vsub = s.add_subparsers(dest="vot_command", required=True)
+    v = vsub.add_parser("workspace", help="a VOT workspace (sequences, trackers.ini, baseline stack), offline")
+    v.add_argument("directory", help="the workspace folder (new)")
+    v.add_argument("sequences", nargs="+", help="sequence folders (OTB, VOT, GOT-10k layouts)")
+    v.add_argument("--trackers", required=True, help="comma-separated tracker names")
+    v.add_argument("--copy", action="store_true", help="copy the frames (default: symbolic links)")
+    v.add_argument("--frames", type=int, help="only the first N frames of each sequence (a quick trial)")
+    v.set_defaults(fn=_cmd_vot_workspace)
 
     s = sub.add_parser("toolkit-lite-config",
                        help="print trackers.yaml entries that run acvm trackers in the course toolkit (pytracking-toolkit-lite)")

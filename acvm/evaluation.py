@@ -4,7 +4,8 @@
   for 21 thresholds 0, 0.05, ..., 1; its area under the curve (AUC) is the mean over thresholds.
 * **Precision** (OTB): the fraction of frames whose centre error is at most 20 px.
 * **VOT supervised**: re-initialise the tracker 5 frames after each failure (IoU = 0); accuracy
-  is the mean IoU over tracked frames, skipping 10 burn-in frames after each (re-)initialisation;
+  is the mean IoU over tracked frames, leaving out the first 10 frames of each (re-)initialisation
+  (the initialisation frame and the 9 after it, as the VOT toolkit's ``burnin``);
   robustness is the number of failures.
 
 Frames with no ground truth (NaN rows) are skipped by every measure. Speed is measured around
@@ -197,8 +198,9 @@ class VOTResult:
 def run_vot(tracker_factory, sequence, name: str = "tracker", skip: int = 5, burn_in: int = 10) -> VOTResult:
     """Supervised evaluation: on failure (IoU = 0) re-initialise ``skip`` frames later.
 
-    ``tracker_factory()`` makes a fresh tracker for each (re-)initialisation. Frames within
-    ``burn_in`` frames after an initialisation are excluded from accuracy.
+    ``tracker_factory()`` makes a fresh tracker for each (re-)initialisation. The ``burn_in``
+    frames that start at an initialisation (that frame included, as in the VOT toolkit) are
+    excluded from accuracy; ``burn_in=0`` scores every tracked frame (the course toolkit's rule).
     """
     n = len(sequence)
     gt = np.asarray(sequence.boxes, dtype=np.float64)
@@ -224,7 +226,7 @@ def run_vot(tracker_factory, sequence, name: str = "tracker", skip: int = 5, bur
                     failures.append(i)
                     i += skip
                     break
-                if i - init_frame > burn_in:
+                if i - init_frame >= burn_in:
                     overlaps[i] = o
             i += 1
     return VOTResult(name, sequence.name, boxes, overlaps, failures)
