@@ -82,20 +82,47 @@ def _cmd_vot_workspace(args) -> int:
     return 0
 
 
+def _parse_box(text: str) -> np.ndarray:
+    try:
+        box = np.array([float(v) for v in text.split(",")], dtype=np.float64)
+    except ValueError:
+        box = np.array([])
+    if box.shape != (4,) or not np.isfinite(box).all() or box[2] <= 0 or box[3] <= 0:
+        _fail(f"--box must be x,y,w,h with w and h > 0 (0-based pixels), got {text!r}")
+    return box
+
+
 def _cmd_track(args) -> int:
     from .data import load_sequence
     from .evaluation import run_ope
     from .registry import make_tracker
-    seq = load_sequence(args.sequence)
+    from .video import VideoSequence, VideoWriter, draw_boxes, is_video
+    box = _parse_box(args.box) if args.box else None
+    if is_video(args.sequence):
+        if box is None:
+            _fail(f"{args.sequence} is a video: give the target's first box with --box x,y,w,h")
+        seq, has_truth = VideoSequence(args.sequence, box), False
+        fps = seq.fps
+    else:
+        seq = load_sequence(args.sequence)
+        has_truth, fps = True, 30.0
+        if box is not None:                      # start from the given box; the ground truth still scores
+            seq.boxes = seq.boxes.copy()
+            seq.boxes[0] = box
     tracker = make_tracker(args.name)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tracked: list[np.ndarray] = []   # the boxes of the frames done so far (frame 0: the ground truth)
+    video = VideoWriter(args.video, fps) if args.video else None
+    tracked: list[np.ndarray] = []   # the boxes of the frames done so far (frame 0: the first box)
 
-    def keep(i, _tracker, box):
+    def keep(i, _tracker, b):
         if not tracked:
             tracked.append(np.asarray(seq.boxes[0], dtype=np.float64))
-        tracked.append(np.array(box, dtype=np.float64))
+            if video is not None:
+                video.write(draw_boxes(seq[0], seq.boxes[0], seq.boxes[0] if has_truth else None))
+        tracked.append(np.array(b, dtype=np.float64))
+        if video is not None:
+            video.write(draw_boxes(seq[i], b, seq.boxes[i] if has_truth else None))
 
     try:
         result = run_ope(tracker, seq, name=args.name, progress=not args.quiet, callback=keep)
@@ -103,18 +130,29 @@ def _cmd_track(args) -> int:
         if not tracked and tracker.initialised:      # init worked, the first update's frame did not
             tracked.append(np.asarray(seq.boxes[0], dtype=np.float64))
         stopped = len(tracked)
-        frame = seq.frame_paths[stopped] if stopped < len(seq.frame_paths) else "?"
+        paths = getattr(seq, "frame_paths", None)
+        frame = paths[stopped] if paths is not None and stopped < len(paths) else f"frame {stopped} of {args.sequence}"
         if tracked:
             _write_boxes(out, np.stack(tracked))
             kept = f"the boxes of frames 0 to {stopped - 1} are written to {out}"
         else:
             kept = "no boxes written"
+        if video is not None:
+            video.close()
+            kept += f"; {video.frames} frames written to {video.path}" if video.frames else ""
         print(f"acvm track: {args.name} on {seq.name} stopped at frame {stopped} ({frame}): "
               f"{type(exc).__name__}: {exc}; {kept}", file=sys.stderr)
         return 1
+    if video is not None:
+        if len(seq) == 1:                            # no update ran: frame 0 alone
+            video.write(draw_boxes(seq[0], seq.boxes[0]))
+        video.close()
     _write_boxes(out, result.boxes)
+    scores = (f"AUC {result.auc:.3f}, precision@20px {result.precision20:.3f}; "
+              if np.isfinite(result.groundtruth[1:]).any() else "")
+    wrote = f" and the video to {video.path} ({video.frames} frames)" if video is not None else ""
     print(f"{args.name} on {seq.name}: {len(seq)} frames at {result.fps:.1f} frames per second "
-          f"(AUC {result.auc:.3f}, precision@20px {result.precision20:.3f}); boxes written to {out}")
+          f"({scores}boxes written to {out}{wrote})")
     return 0
 
 
@@ -587,8 +625,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("track", help="run one tracker on one sequence and write its boxes")
     s.add_argument("name", help="tracker name (see `acvm trackers`)")
-    s.add_argument("sequence", help="sequence folder (OTB, VOT or GOT-10k layout)")
+    s.add_argument("sequence", help="sequence folder (OTB, VOT or GOT-10k layout) or a video file (.mp4, .avi, ...)")
     s.add_argument("--out", required=True, help="text file for one x,y,w,h line per frame (0-based)")
+    s.add_argument("--box", help="x,y,w,h of the target in frame 0 (0-based; needed for a video, "
+                                 "for a folder it replaces the ground truth's first box)")
+    s.add_argument("--video", help="write the frames with the tracker's box (red) and the ground truth (green) "
+                                   "to this .mp4")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=_cmd_track)
 
