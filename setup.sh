@@ -19,9 +19,9 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     echo "== installing torch==2.13.0 (CPU build)"
     .venv/bin/pip install --disable-pip-version-check -q "torch==2.13.0"
 fi
-if ! .venv/bin/python -c "import acvm, nbval, playwright, trax, vot" 2>/dev/null || [ pyproject.toml -nt .venv/.acvm-installed ]; then
+if ! .venv/bin/python -c "import acvm, nbval, playwright, trax, vot, got10k" 2>/dev/null || [ pyproject.toml -nt .venv/.acvm-installed ]; then
     echo "== installing acvm and the course environment (pinned in constraints.txt)"
-    .venv/bin/pip install --disable-pip-version-check -q -c constraints.txt -e ".[test,vot]"
+    .venv/bin/pip install --disable-pip-version-check -q -c constraints.txt -e ".[test,vot,got10k]"
     # the VOT toolkit without its opencv-python requirement, which would replace OpenCV's contrib build
     .venv/bin/pip install --disable-pip-version-check -q -c constraints.txt --no-deps "vot-toolkit==0.7.4"
     touch .venv/.acvm-installed
