@@ -133,7 +133,7 @@ def _cmd_track(args) -> int:
         paths = getattr(seq, "frame_paths", None)
         frame = paths[stopped] if paths is not None and stopped < len(paths) else f"frame {stopped} of {args.sequence}"
         if tracked:
-            _write_boxes(out, np.stack(tracked))
+            _write_boxes(out, np.stack(tracked), args.format)
             kept = f"the boxes of frames 0 to {stopped - 1} are written to {out}"
         else:
             kept = "no boxes written"
@@ -147,7 +147,7 @@ def _cmd_track(args) -> int:
         if len(seq) == 1:                            # no update ran: frame 0 alone
             video.write(draw_boxes(seq[0], seq.boxes[0]))
         video.close()
-    _write_boxes(out, result.boxes)
+    _write_boxes(out, result.boxes, args.format)
     scores = (f"AUC {result.auc:.3f}, precision@20px {result.precision20:.3f}; "
               if np.isfinite(result.groundtruth[1:]).any() else "")
     wrote = f" and the video to {video.path} ({video.frames} frames)" if video is not None else ""
@@ -156,10 +156,27 @@ def _cmd_track(args) -> int:
     return 0
 
 
-def _write_boxes(out: Path, boxes: np.ndarray) -> None:
-    """One ``x,y,w,h`` line per frame, written through a temporary file (never half a file)."""
+#: ``acvm track --format``: how each benchmark's tools read a box file
+BOX_FORMATS = {
+    "acvm": "0-based x,y,w,h, one line a frame (what acvm's loaders and GOT-10k read)",
+    "got10k": "the same 0-based x,y,w,h with 4 decimals (GOT-10k's result files)",
+    "otb": "1-based x,y,w,h, as OTB's groundtruth_rect.txt",
+    "vot": "VOT's trajectory: '1' on the initialisation frame, then 0-based x,y,w,h",
+}
+
+
+def _write_boxes(out: Path, boxes: np.ndarray, fmt: str = "acvm") -> None:
+    """One box line per frame in format ``fmt`` (:data:`BOX_FORMATS`), written through a temporary
+    file (never half a file)."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if fmt == "otb":
+        boxes = boxes + [1.0, 1.0, 0.0, 0.0]
+    digits = 2 if fmt == "acvm" else 4
+    lines = [",".join(f"{v:.{digits}f}" for v in b) for b in boxes]
+    if fmt == "vot" and lines:
+        lines[0] = "1"
     tmp = out.with_name(out.name + ".tmp")
-    np.savetxt(tmp, boxes, fmt="%.2f", delimiter=",")
+    tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, out)
 
 
@@ -627,6 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name", help="tracker name (see `acvm trackers`)")
     s.add_argument("sequence", help="sequence folder (OTB, VOT or GOT-10k layout) or a video file (.mp4, .avi, ...)")
     s.add_argument("--out", required=True, help="text file for one x,y,w,h line per frame (0-based)")
+    s.add_argument("--format", choices=sorted(BOX_FORMATS), default="acvm",
+                   help="box file format: " + "; ".join(f"{k}: {v}" for k, v in BOX_FORMATS.items()))
     s.add_argument("--box", help="x,y,w,h of the target in frame 0 (0-based; needed for a video, "
                                  "for a folder it replaces the ground truth's first box)")
     s.add_argument("--video", help="write the frames with the tracker's box (red) and the ground truth (green) "
