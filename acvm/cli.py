@@ -206,18 +206,23 @@ def _bench_job(job):
     tracker_name, seq_path, vot, threads = job
     _set_threads(threads)
     from .data import load_sequence
-    from .evaluation import run_ope, run_vot, success_curve, precision_curve
+    from .evaluation import (normalised_precision, precision_curve, run_ope, run_vot, success_curve,
+                             success_rate, vot_robustness)
     from .registry import make_tracker
     seq = load_sequence(seq_path)
     res = run_ope(make_tracker(tracker_name), seq, name=tracker_name)
     row = res.as_dict()
     row["success_curve"] = [round(float(v), 4) for v in success_curve(res.ious[1:])]
     row["precision_curve"] = [round(float(v), 4) for v in precision_curve(res.centre_errors[1:])]
-    row["mean_iou"] = round(float(np.nanmean(res.ious[1:])), 4)
+    row["mean_iou"] = round(float(np.nanmean(res.ious[1:])), 4)     # GOT-10k's average overlap (AO)
+    row["sr50"] = round(success_rate(res.ious[1:], 0.5), 4)            # GOT-10k's success rates
+    row["sr75"] = round(success_rate(res.ious[1:], 0.75), 4)
+    row["norm_precision"] = round(normalised_precision(res.boxes[1:], res.groundtruth[1:]), 4)   # TrackingNet
     if vot:
         v = run_vot(lambda: make_tracker(tracker_name), seq, name=tracker_name)
         row["vot_accuracy"] = round(v.accuracy, 4)
         row["vot_failures"] = v.n_failures
+        row["vot_robustness"] = round(vot_robustness(v.n_failures, len(seq)), 4)   # S = 100, the course toolkit's
     return row
 
 

@@ -23,7 +23,8 @@ from .tracker import Tracker
 
 __all__ = ["SUCCESS_THRESHOLDS", "success_curve", "auc", "precision_curve", "precision",
            "OPEResult", "run_ope", "VOTResult", "run_vot", "plot_success", "plot_precision",
-           "summarise", "call_times", "InMemory"]
+           "summarise", "call_times", "InMemory", "success_rate", "normalised_precision", "vot_robustness",
+           "NORM_PRECISION_THRESHOLDS"]
 
 
 class InMemory:
@@ -95,6 +96,38 @@ def precision_curve(errors, thresholds=PRECISION_THRESHOLDS) -> np.ndarray:
 def precision(errors, threshold: float = 20.0) -> float:
     """Fraction of frames whose centre error is at most ``threshold`` pixels (OTB uses 20)."""
     return float(precision_curve(errors, [threshold])[0])
+
+
+def success_rate(ious, threshold: float = 0.5) -> float:
+    """GOT-10k's SR: the fraction of frames whose IoU exceeds ``threshold`` (0.5 and 0.75)."""
+    v = _valid(ious)
+    return float((v > threshold).mean()) if v.size else 0.0
+
+
+#: normalised centre-error thresholds of TrackingNet's normalised precision (0 to 0.5)
+NORM_PRECISION_THRESHOLDS = np.linspace(0.0, 0.5, 51)
+
+
+def normalised_precision(boxes, groundtruth, thresholds=NORM_PRECISION_THRESHOLDS) -> float:
+    """TrackingNet's normalised precision: the mean over ``thresholds`` of the fraction of frames whose
+    centre error, divided by the ground truth's width and height per axis, is at most the threshold.
+    Frames without ground truth (NaN, or an empty box) are skipped."""
+    b, g = np.asarray(boxes, dtype=np.float64), np.asarray(groundtruth, dtype=np.float64)
+    ok = np.isfinite(g).all(1) & (g[:, 2] > 0) & (g[:, 3] > 0)
+    if not ok.any():
+        return 0.0
+    b, g = b[ok], g[ok]
+    d = ((b[:, :2] + b[:, 2:] / 2) - (g[:, :2] + g[:, 2:] / 2)) / g[:, 2:]
+    err = np.hypot(d[:, 0], d[:, 1])
+    return float((err[None, :] <= np.asarray(thresholds)[:, None]).mean())
+
+
+def vot_robustness(failures: int, frames: int, sensitivity: float = 100.0) -> float:
+    """VOT's robustness as the course toolkit reports it: ``exp(-S · F / M)``, the probability of
+    tracking ``S`` frames without failing, for ``F`` failures in ``M`` frames."""
+    if frames <= 0:
+        raise ValueError(f"frames must be positive, got {frames}")
+    return float(np.exp(-sensitivity * failures / frames))
 
 
 @dataclass

@@ -104,3 +104,20 @@ def test_call_times_counts_calls_and_measures_them():
     t = call_times(lambda: (calls.append(1), time.sleep(0.002)), repeats=3, warmup=2)
     assert len(calls) == 5 and t.shape == (3,)
     assert (t >= 0.0015).all() and (t < 1.0).all()
+
+
+def test_normalised_precision_and_vot_robustness_hand_computed():
+    from acvm.evaluation import normalised_precision, success_rate, vot_robustness
+    gt = np.array([[0, 0, 10, 20], [0, 0, 10, 20], [0, 0, 10, 20], [np.nan] * 4], dtype=float)
+    # centre errors normalised by the truth's size: 0, (1/10, 0) -> 0.1, (0, 20/20) -> 1.0; the NaN row skipped
+    boxes = np.array([[0, 0, 10, 20], [1, 0, 10, 20], [0, 20, 10, 20], [5, 5, 5, 5]], dtype=float)
+    t = np.linspace(0, 0.5, 51)
+    expected = np.mean([(1 + (0.1 <= x) + (1.0 <= x)) / 3 for x in t])
+    assert normalised_precision(boxes, gt) == pytest.approx(expected)
+    assert normalised_precision(boxes, gt, thresholds=[0.05]) == pytest.approx(1 / 3)
+    assert success_rate([1.0, 0.6, 0.5, np.nan, 0.2], 0.5) == pytest.approx(2 / 4)   # strictly above
+    # the course toolkit's R = exp(-S F / M): 2 failures in 400 frames, S = 100
+    assert vot_robustness(2, 400) == pytest.approx(np.exp(-0.5))
+    assert vot_robustness(0, 10) == 1.0
+    with pytest.raises(ValueError, match="frames"):
+        vot_robustness(1, 0)

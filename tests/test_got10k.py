@@ -51,3 +51,15 @@ def test_adapter_runs_acvm_trackers_in_got10k(shared_sequences):
     assert np.mean(success) == pytest.approx(ours.auc, abs=0.02)
     with pytest.raises(ValueError, match="unknown tracker"):
         got10k_tracker("nope")
+
+
+def test_ao_and_sr_match_got10k(shared_sequences):
+    from got10k.experiments.got10k import ExperimentGOT10k
+    from acvm.evaluation import success_rate
+    seq = load_sequence(shared_sequences / "OTB_Surfer")
+    res = run_ope(make_tracker("ncc"), seq, name="ncc")
+    ious = res.ious[1:]
+    ao, sr50, _, _ = ExperimentGOT10k._evaluate(object.__new__(ExperimentGOT10k), ious, np.array([]))
+    assert np.nanmean(ious) == pytest.approx(ao, abs=1e-12)
+    assert success_rate(ious, 0.5) == pytest.approx(sr50, abs=1e-12)
+    assert 0 < sr50 < 1
