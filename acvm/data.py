@@ -5,7 +5,11 @@ Layouts found automatically (DESIGN.md):
 * **OTB**: ``img/*.jpg`` + ``groundtruth_rect.txt`` with 1-based ``x,y,w,h`` (shifted to 0-based);
 * **VOT**: frames in ``color/``, ``img/`` or the folder itself + ``groundtruth.txt`` with 8-value
   polygons (their min/max box) or 4-value boxes (already 0-based);
-* **GOT-10k**: frames at the folder root + ``groundtruth.txt`` with 0-based ``x,y,w,h``.
+* **GOT-10k**: frames at the folder root + ``groundtruth.txt`` with 0-based ``x,y,w,h``;
+* **LaSOT**: ``img/`` + ``groundtruth.txt`` (``x,y,w,h``, read as given, as pytracking reads it)
+  beside ``full_occlusion.txt`` / ``out_of_view.txt``;
+* **TrackingNet**: a chunk's ``frames/NAME/0.jpg...`` with the boxes in ``anno/NAME.txt``
+  (0-based ``x,y,w,h``): pass the ``frames/NAME`` folder.
 
 Separators may be commas, tabs or spaces. Frames are read when indexed, so a sequence of a
 thousand frames opens instantly. A ``masks/`` folder beside the frames (DAVIS: ``0001.png``... with
@@ -274,6 +278,10 @@ def load_sequence(path: str | os.PathLike, name: str | None = None) -> Sequence:
     if not folder.is_dir():
         raise SequenceError(f"{folder} is not a folder (a sequence is a folder of frames and a ground-truth file)")
     gt_path = next((folder / n for n in _GT_NAMES if (folder / n).is_file()), None)
+    # TrackingNet keeps a chunk's frames in frames/NAME/ and the boxes in anno/NAME.txt beside them
+    trackingnet = folder.parent.name == "frames" and (folder.parent.parent / "anno" / f"{folder.name}.txt").is_file()
+    if gt_path is None and trackingnet:
+        gt_path = folder.parent.parent / "anno" / f"{folder.name}.txt"
     if gt_path is None:
         raise SequenceError(f"sequence folder {folder} has no ground truth ({' or '.join(_GT_NAMES[:2])})")
     frame_dir = next((folder / d for d in ("img", "color") if (folder / d).is_dir()), folder)
@@ -285,6 +293,10 @@ def load_sequence(path: str | os.PathLike, name: str | None = None) -> Sequence:
     else:
         allow_missing = True
         layout = "got10k" if (folder / "absence.label").exists() or (folder / "meta_info.ini").exists() else "vot"
+        if (folder / "full_occlusion.txt").is_file() or (folder / "out_of_view.txt").is_file():
+            layout = "lasot"          # img/ + groundtruth.txt, x,y,w,h read as given (as pytracking does)
+        elif trackingnet and gt_path.parent.name == "anno":
+            layout = "trackingnet"
         one_based = False
     boxes = read_groundtruth(gt_path, one_based=one_based, allow_missing=allow_missing)
     if len(boxes) != len(frames):

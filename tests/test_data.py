@@ -230,3 +230,32 @@ def test_sixteen_bit_frames_keep_one_scale(tmp_path):
     cv2.imwrite(str(dark), np.full((2, 2), 257 * 10, np.uint16))
     cv2.imwrite(str(bright), np.full((2, 2), 257 * 200, np.uint16))
     assert read_frame(dark).max() == 10 and read_frame(bright).max() == 200
+
+
+def test_lasot_and_trackingnet_layouts(tmp_path):
+    from acvm.synth import make_sequence
+    seq = make_sequence(seed=12, n_frames=6, size=(64, 48))
+    boxes = "\n".join(",".join(f"{v:.2f}" for v in b) for b in seq.boxes) + "\n"
+    # LaSOT: NAME/img/00000001.jpg..., groundtruth.txt, full_occlusion.txt, out_of_view.txt
+    lasot = tmp_path / "airplane-1"
+    (lasot / "img").mkdir(parents=True)
+    for i in range(len(seq)):
+        cv2.imwrite(str(lasot / "img" / f"{i + 1:08d}.jpg"), seq[i][:, :, ::-1])
+    (lasot / "groundtruth.txt").write_text(boxes)
+    (lasot / "full_occlusion.txt").write_text(",".join("0" * len(seq)) + "\n")
+    (lasot / "out_of_view.txt").write_text(",".join("0" * len(seq)) + "\n")
+    got = load_sequence(lasot)
+    assert got.layout == "lasot" and len(got) == len(seq) and np.abs(got.boxes - seq.boxes).max() < 0.006
+    # TrackingNet: TRAIN_0/frames/NAME/0.jpg ... 10.jpg (no zero padding), TRAIN_0/anno/NAME.txt
+    chunk = tmp_path / "TRAIN_0"
+    (chunk / "frames" / "abc").mkdir(parents=True)
+    (chunk / "anno").mkdir()
+    for i in range(len(seq)):
+        cv2.imwrite(str(chunk / "frames" / "abc" / f"{i}.jpg"), seq[i][:, :, ::-1])
+    (chunk / "anno" / "abc.txt").write_text(boxes)
+    got = load_sequence(chunk / "frames" / "abc")
+    assert got.layout == "trackingnet" and [p.name for p in got.frame_paths][:3] == ["0.jpg", "1.jpg", "2.jpg"]
+    assert np.abs(got.boxes - seq.boxes).max() < 0.006
+    (chunk / "anno" / "abc.txt").unlink()
+    with pytest.raises(SequenceError, match="no ground truth"):
+        load_sequence(chunk / "frames" / "abc")
