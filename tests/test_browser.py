@@ -150,6 +150,12 @@ _ALL_RUN = """() => {
   return prompts.length > 0 && prompts.every(t => /^\\[\\d+\\]:?$/.test(t))
          && (!status || status.getAttribute('data-status') === 'idle');
 }""".replace("PANEL", _PANEL)
+# the code cells' prompts ("[ ]", "[*]", "[12]"), and whether any cell has been queued or run
+_PROMPTS = """() => [...document.querySelectorAll('PANEL .jp-CodeCell .jp-InputPrompt')]
+  .map(e => e.innerText.trim())""".replace("PANEL", _PANEL)
+_ANY_STARTED = """() => [...document.querySelectorAll('PANEL .jp-CodeCell .jp-InputPrompt')]
+  .some(e => /\\[(\\*|\\d+)\\]/.test(e.innerText))""".replace("PANEL", _PANEL)
+_RETRY_S = 45   # seconds after Run All with no cell queued before it is clicked again
 # tracebacks and error outputs, as JupyterLab renders them
 _ERRORS = """() => [...document.querySelectorAll(
     'PANEL .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"],'
@@ -213,16 +219,25 @@ def _wait_for_run_all(page, timeout_s: float) -> None:
     clicked meanwhile (every prompt stays ``[ ]``): accept the dialog, as a student would, and run
     all cells again."""
     accept = page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
-    deadline = time.time() + timeout_s
+    deadline = clicked = time.time()
+    deadline += timeout_s
     while time.time() < deadline:
         if accept.count():
             accept.first.click()
             _wait_for_kernel(page)
             _run_all_cells(page)
+            clicked = time.time()
         elif page.evaluate(_ALL_RUN):
             return
+        elif time.time() - clicked > _RETRY_S and not page.evaluate(_ANY_STARTED):
+            # no cell has even been queued: the click was lost without a dialog (a kernel still
+            # attaching on a busy machine); a student would click Run All again
+            _wait_for_kernel(page)
+            _run_all_cells(page)
+            clicked = time.time()
         page.wait_for_timeout(500)
-    raise TimeoutError(f"Run All did not finish in {timeout_s:.0f} s")
+    state = page.evaluate(_PROMPTS)
+    raise TimeoutError(f"Run All did not finish in {timeout_s:.0f} s; the prompts: {' '.join(state)}")
 
 
 @pytest.mark.parametrize("notebook", PRESENT)

@@ -102,7 +102,7 @@ def _scene_cases():
             yield pytest.param(name, kind, marks=marks, id=f"{name}-{kind}")
 
 
-@pytest.mark.parametrize(("name", "kind"), _scene_cases())
+@pytest.mark.parametrize(("name", "kind"), list(_scene_cases()))
 def test_tracker_survives(name, kind):
     frames, gt = make_scene(kind)
     boxes, conf = _run(name, frames, gt[0])
