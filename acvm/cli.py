@@ -113,13 +113,13 @@ def _cmd_track(args) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     video = VideoWriter(args.video, fps) if args.video else None
+    if video is not None:   # frame 0 first: a video is then read once, in order (no seek back to it)
+        video.write(draw_boxes(seq[0], seq.boxes[0], seq.boxes[0] if has_truth else None))
     tracked: list[np.ndarray] = []   # the boxes of the frames done so far (frame 0: the first box)
 
     def keep(i, _tracker, b):
         if not tracked:
             tracked.append(np.asarray(seq.boxes[0], dtype=np.float64))
-            if video is not None:
-                video.write(draw_boxes(seq[0], seq.boxes[0], seq.boxes[0] if has_truth else None))
         tracked.append(np.array(b, dtype=np.float64))
         if video is not None:
             video.write(draw_boxes(seq[i], b, seq.boxes[i] if has_truth else None))
@@ -144,8 +144,6 @@ def _cmd_track(args) -> int:
               f"{type(exc).__name__}: {exc}; {kept}", file=sys.stderr)
         return 1
     if video is not None:
-        if len(seq) == 1:                            # no update ran: frame 0 alone
-            video.write(draw_boxes(seq[0], seq.boxes[0]))
         video.close()
     _write_boxes(out, result.boxes, args.format)
     scores = (f"AUC {result.auc:.3f}, precision@20px {result.precision20:.3f}; "

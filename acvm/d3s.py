@@ -433,7 +433,7 @@ class D3STracker(Tracker):
             if mask.shape != image.shape[:2]:
                 raise ValueError(f"the initial mask is {mask.shape[1]}×{mask.shape[0]} (width×height) but the "
                                  f"image is {image.shape[1]}×{image.shape[0]}")
-            crop = crop_and_resize(mask.astype(np.float32), centre, side, s.crop_size, pad_value=0.0) > 0.5
+            crop = _mask_in_crop(mask, centre, side, s.crop_size)
             if crop.sum() >= s.min_mask_pixels:
                 fg = crop
         self.template = feats["project"]
@@ -600,7 +600,6 @@ def train(steps: int | None = None, data=None, seed: int = 0, out: str | Path | 
           resume: bool = False, device: str | None = None, batch_size: int = 8, workers: int = 1,
           lr: float = 3e-3, backbone: str | Path | None = None, progress: bool = True,
           settings: D3SSettings = D3SSettings(), dim: int = 32) -> Path:
-
     """Train D3S's segmentation network and write ``{"state_dict", "meta"}`` to ``out``.
 
     The backbone comes from ``backbone`` (default ``data/weights/siamfc.pt``) and stays frozen;
@@ -672,6 +671,11 @@ def draw_d3s(frames: list[dict], frame: int = 0, figsize=(11, 3)):
     return fig
 
 
+def _mask_in_crop(mask: np.ndarray, centre, side: float, size: int) -> np.ndarray:
+    """A frame's ``H×W`` mask cut to the ``size×size`` crop of ``side`` pixels around ``centre`` (bool)."""
+    return crop_and_resize(np.asarray(mask, dtype=np.float32), centre, side, size, pad_value=0.0) > 0.5
+
+
 def d3s_snapshot(tracker: D3STracker, index: int, truth=None) -> dict:
     """What :func:`draw_d3s` shows of the tracker's last update, as a dict (arrays copied).
 
@@ -691,7 +695,7 @@ def d3s_snapshot(tracker: D3STracker, index: int, truth=None) -> dict:
         truth = np.asarray(truth)
         if truth.shape != tracker.mask.shape:
             raise ValueError(f"d3s_snapshot: truth mask of shape {truth.shape}, frame {index} is {tracker.mask.shape}")
-        out["truth"] = crop_and_resize(truth.astype(np.float32), centre, cb[2], size, pad_value=0) > 0.5
+        out["truth"] = _mask_in_crop(truth, centre, cb[2], size)
     return out
 
 

@@ -100,8 +100,7 @@ def precision(errors, threshold: float = 20.0) -> float:
 
 def success_rate(ious, threshold: float = 0.5) -> float:
     """GOT-10k's SR: the fraction of frames whose IoU exceeds ``threshold`` (0.5 and 0.75)."""
-    v = _valid(ious)
-    return float((v > threshold).mean()) if v.size else 0.0
+    return float(success_curve(ious, [threshold])[0])
 
 
 #: normalised centre-error thresholds of TrackingNet's normalised precision (0 to 0.5)
@@ -118,8 +117,7 @@ def normalised_precision(boxes, groundtruth, thresholds=NORM_PRECISION_THRESHOLD
         return 0.0
     b, g = b[ok], g[ok]
     d = ((b[:, :2] + b[:, 2:] / 2) - (g[:, :2] + g[:, 2:] / 2)) / g[:, 2:]
-    err = np.hypot(d[:, 0], d[:, 1])
-    return float((err[None, :] <= np.asarray(thresholds)[:, None]).mean())
+    return float(precision_curve(np.hypot(d[:, 0], d[:, 1]), thresholds).mean())
 
 
 def vot_robustness(failures: int, frames: int, sensitivity: float = 100.0) -> float:

@@ -24,6 +24,7 @@ layout (a folder holding sequence folders counts as all of them); see :func:`mak
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -115,8 +116,7 @@ class FolderSource:
             where = sorted({str(s.path.parent) if s.path else s.name for s in self.sequences})
             raise ValueError(f"none of the {len(self.sequences)} sequences in {', '.join(where)} has a masks/ "
                              "folder; mask training needs DAVIS-style sequences or a synthetic source")
-        out = object.__new__(FolderSource)
-        out.__dict__.update(self.__dict__)
+        out = copy.copy(self)
         out.sequences = kept
         out.name = ",".join(s.name for s in kept)
         return out
