@@ -1,4 +1,4 @@
-"""Attention from scratch: scaled dot-product, multi-head, the encoder block, local attention.
+"""Attention from scratch: scaled dot-product, multi-head, the encoder and decoder blocks, local attention.
 
 The lecture's notation: a set of queries ``Q`` (one row per token that asks), keys ``K`` (one
 row per token that can be found) and values ``V`` (what each found token hands back). Attention
@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
-    "scaled_dot_product_attention", "MultiHeadAttention", "EncoderBlock", "Encoder",
+    "scaled_dot_product_attention", "MultiHeadAttention", "EncoderBlock", "Encoder", "DecoderBlock", "Decoder",
     "sine_position_encoding", "window_mask", "local_attention",
     "patch_tokens", "attention_denoise", "gaussian_denoise", "psnr",
     "pixel_tokens", "query_attention", "plot_query_attention", "TokenGrid", "pixel_token_grid",
@@ -214,6 +214,83 @@ class Encoder(nn.Module):
             x, A = block(x, pos, mask)
             weights.append(A)
         return self.norm(x), weights
+
+
+class DecoderBlock(nn.Module):
+    """The transformer decoder block (DETR's, STARK's): queries attend to each other, then to the
+    encoder's output (the *memory*), then a feed-forward net, each with a residual.
+
+    Pre-norm (``norm_first=True``)::
+
+        q = q + MHA(LN(q));   q = q + MHA(Q=LN(q), K=V=memory);   q = q + FF(LN(q))
+
+    post-norm puts each ``LN`` after its residual sum, as :class:`EncoderBlock` does. The
+    queries' positions ``query_pos`` are added to the queries of both attentions (in DETR and
+    STARK the learned *target query* is that position: the decoder's input is zero), the
+    memory's positions ``pos`` to its keys only.
+
+    Args: as :class:`EncoderBlock`'s.
+    """
+
+    def __init__(self, dim: int, heads: int, ff_dim: int, norm_first: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.norm_first = norm_first
+        self.self_attention = MultiHeadAttention(dim, heads)
+        self.cross_attention = MultiHeadAttention(dim, heads)
+        self.ff1 = nn.Linear(dim, ff_dim)
+        self.ff2 = nn.Linear(ff_dim, dim)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def _self(self, q, query_pos):
+        qk = q if query_pos is None else q + query_pos
+        return self.dropout(self.self_attention(qk, qk, q)[0])
+
+    def _cross(self, q, memory, query_pos, pos):
+        out, A = self.cross_attention(q if query_pos is None else q + query_pos,
+                                      memory if pos is None else memory + pos, memory)
+        return self.dropout(out), A
+
+    def _ff(self, x):
+        return self.dropout(self.ff2(self.dropout(F.relu(self.ff1(x)))))
+
+    def forward(self, q: torch.Tensor, memory: torch.Tensor, query_pos: torch.Tensor | None = None,
+                pos: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q`` ``(B, Lq, D)``, ``memory`` ``(B, L, D)`` -> ``(q', A)``, ``A`` ``(B, heads, Lq, L)``
+        the cross-attention weights: where in the memory each query looked."""
+        if self.norm_first:
+            q = q + self._self(self.norm1(q), query_pos)
+            a, A = self._cross(self.norm2(q), memory, query_pos, pos)
+            q = q + a
+            q = q + self._ff(self.norm3(q))
+        else:
+            q = self.norm1(q + self._self(q, query_pos))
+            a, A = self._cross(q, memory, query_pos, pos)
+            q = self.norm2(q + a)
+            q = self.norm3(q + self._ff(q))
+        return q, A
+
+
+class Decoder(nn.Module):
+    """A stack of :class:`DecoderBlock` (plus a final layer norm when pre-norm).
+
+    ``forward(q, memory, query_pos, pos)`` returns the decoded queries ``(B, Lq, D)`` and the list
+    of every layer's cross-attention weights ``(B, heads, Lq, L)``, first layer first.
+    """
+
+    def __init__(self, dim: int, heads: int, ff_dim: int, layers: int, norm_first: bool = False,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.blocks = nn.ModuleList(DecoderBlock(dim, heads, ff_dim, norm_first, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim) if norm_first else nn.Identity()
+
+    def forward(self, q: torch.Tensor, memory: torch.Tensor, query_pos: torch.Tensor | None = None,
+                pos: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        weights = []
+        for block in self.blocks:
+            q, A = block(q, memory, query_pos, pos)
+            weights.append(A)
+        return self.norm(q), weights
 
 
 # --- positions -------------------------------------------------------------------------------

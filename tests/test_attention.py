@@ -254,6 +254,56 @@ def test_encoder_stack_equals_torch_pre_norm():
     assert len(weights) == 2 and weights[1].shape == (2, 4, 7, 7)
 
 
+# --- the decoder block ------------------------------------------------------------------------
+
+def _decoder_pair(norm_first, seed=3):
+    torch.manual_seed(seed)
+    ours = att.DecoderBlock(16, 4, 32, norm_first=norm_first)
+    for p in ours.parameters():
+        with torch.no_grad():
+            p.add_(0.1 * torch.randn_like(p))
+    theirs = nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, batch_first=True, norm_first=norm_first)
+    _copy_mha(ours.self_attention, theirs.self_attn)
+    _copy_mha(ours.cross_attention, theirs.multihead_attn)
+    with torch.no_grad():
+        for a, b in [(ours.ff1, theirs.linear1), (ours.ff2, theirs.linear2), (ours.norm1, theirs.norm1),
+                     (ours.norm2, theirs.norm2), (ours.norm3, theirs.norm3)]:
+            b.weight.copy_(a.weight)
+            b.bias.copy_(a.bias)
+    return ours.eval(), theirs.eval()
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoder_block_equals_torch(norm_first):
+    ours, theirs = _decoder_pair(norm_first)
+    g = torch.Generator().manual_seed(11)
+    q, memory = torch.randn(2, 3, 16, generator=g), torch.randn(2, 9, 16, generator=g)
+    out, A = ours(q, memory)
+    torch.testing.assert_close(out, theirs(q, memory), **F32)
+    assert A.shape == (2, 4, 3, 9)
+    torch.testing.assert_close(A.sum(-1), torch.ones(2, 4, 3), **F32)
+
+
+def test_decoder_adds_query_positions_to_queries_and_memory_positions_to_keys():
+    ours, theirs = _decoder_pair(norm_first=True, seed=4)
+    g = torch.Generator().manual_seed(12)
+    q, memory = torch.zeros(2, 1, 16), torch.randn(2, 9, 16, generator=g)
+    query_pos, pos = torch.randn(1, 16, generator=g), torch.randn(9, 16, generator=g)
+    out, A = ours(q, memory, query_pos, pos)
+    # pre-norm by hand from PyTorch's parts (DETR's order): positions on queries and keys, never on values
+    x = theirs.norm1(q)
+    x = q + theirs.self_attn(x + query_pos, x + query_pos, x)[0]
+    y = theirs.norm2(x)
+    a, ref_A = theirs.multihead_attn(y + query_pos, memory + pos, memory, average_attn_weights=False)
+    x = x + a
+    ref = x + theirs.linear2(F.relu(theirs.linear1(theirs.norm3(x))))
+    torch.testing.assert_close(out, ref, **F32)
+    torch.testing.assert_close(A, ref_A, **F32)
+    stack = att.Decoder(16, 4, 32, layers=2, norm_first=True)
+    out2, weights = stack(q, memory, query_pos, pos)
+    assert out2.shape == (2, 1, 16) and len(weights) == 2 and weights[0].shape == (2, 4, 1, 9)
+
+
 # --- positions --------------------------------------------------------------------------------
 
 def test_sine_position_encoding_matches_formula():
