@@ -347,6 +347,9 @@ class TemplatePairs:
         # a shrunk sequence whose target falls below the sampler's smallest size is drawn again
         self.sources = [StretchedSource(s, aspect, zoom, pair_settings.min_size) if aspect > 0 or zoom > 0 else s
                         for s in sources]
+        w = np.array([float(getattr(src, "weight", 1.0)) for src in self.sources])
+        # each source's share of the pairs (--synthetic-fraction); equal shares draw as they always did
+        self.weights = None if np.allclose(w, w[0]) else w / w.sum()
         self.pair_settings = pair_settings
         self.templates = templates
         self.reuse = max(1, int(reuse))
@@ -355,7 +358,9 @@ class TemplatePairs:
     def __call__(self, rng: np.random.Generator) -> dict:
         from .training import PairSampler
         if self._left <= 0:
-            seq = self.sources[int(rng.integers(len(self.sources)))].sequence(rng)
+            k = (int(rng.integers(len(self.sources))) if self.weights is None
+                 else int(rng.choice(len(self.sources), p=self.weights)))
+            seq = self.sources[k].sequence(rng)
             self._pairs, self._left = PairSampler(_OneSequence(seq), self.pair_settings), self.reuse
         self._left -= 1
         out = self._pairs(rng)

@@ -147,6 +147,25 @@ def test_template_pairs_cut_both_templates_from_the_search_frames_sequence():
     assert seen == {True, False}
 
 
+class _OneColour:
+    def __init__(self, colour, weight):
+        self.seq, self.weight = _ColourSequence(colour), weight
+
+    def sequence(self, rng):
+        return self.seq
+
+
+def test_template_pairs_draw_each_source_in_its_share():
+    # --synthetic-fraction 0.2: one source of weight 0.2, the other 0.8 (make_sources' weights)
+    from acvm.training import PairSettings
+    sampler = stark.TemplatePairs([_OneColour((250, 0, 0), 0.2), _OneColour((0, 0, 250), 0.8)],
+                                  PairSettings(colour=0.0, grey=0.0), templates=1, reuse=1)
+    rng = np.random.default_rng(1)
+    red = [sampler(rng)["x"] for _ in range(400)]
+    share = np.mean([x[0].mean() > x[2].mean() for x in red])
+    assert 0.14 < share < 0.26      # binomial(400, 0.2): std 0.02
+
+
 # --- the network -------------------------------------------------------------------------------------
 
 def test_network_shapes_and_token_layout(net):
