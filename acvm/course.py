@@ -4,7 +4,8 @@
 from it by
 
 * replacing every ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` block in a code cell with a
-  ``raise NotImplementedError`` at the same indentation (nbgrader's markers, so nbgrader works too),
+  ``raise NotImplementedError`` at the same indentation (the markers are nbgrader's, but nbgrader
+  itself also needs its cell metadata, which these notebooks do not carry yet),
   and in a markdown cell with ``*Your answer here.*``;
 * dropping the instructor notes (cells tagged ``instructor``);
 * clearing outputs and execution counts.

@@ -60,6 +60,16 @@ def test_repository_notebooks_are_in_sync():
     assert course.check(ROOT) == []
 
 
+def test_every_notebook_names_its_kernel_and_place_in_the_course():
+    """A kernelspec (JupyterLab and nbval pick the kernel without asking) and the right count."""
+    paths = sorted((ROOT / "solutions").glob("*.ipynb")) + sorted((ROOT / "notebooks").glob("*.ipynb"))
+    n = len(list((ROOT / "solutions").glob("*.ipynb")))
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        assert nb.metadata.get("kernelspec", {}).get("name") == "python3", f"{path} has no python3 kernelspec"
+        assert f"of the {n} (00–{n - 1:02d})" in nb.cells[0].source, f"{path}: its first cell miscounts the notebooks"
+
+
 def test_instructor_notes_never_reach_students():
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
