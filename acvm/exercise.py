@@ -67,14 +67,36 @@ def compare(got: Any, expected: Any, rtol: float = 1e-5, atol: float = 1e-6, pat
         else:
             bad = g != e
         if bad.any():
-            idx = np.unravel_index(np.argmax(bad), bad.shape) if bad.ndim else ()
+            if e.dtype.kind in "fc" or g.dtype.kind in "fc":
+                # the worst value, not the first: a first mismatch of 1e-12 against 1e-6 reads like rounding
+                err = np.where(bad, np.abs(g.astype(np.complex128) - e.astype(np.complex128)), -1.0)
+                err = np.nan_to_num(err.real, nan=np.inf, posinf=np.inf)
+                idx = np.unravel_index(np.argmax(err), bad.shape) if bad.ndim else ()
+                worst = f"; the largest error is {float(err[idx] if bad.ndim else err):.3g} (allowed: {atol:g} + {rtol:g}·|expected|)"
+            else:
+                idx, worst = (np.unravel_index(np.argmax(bad), bad.shape) if bad.ndim else ()), ""
             where = f" at index {tuple(int(i) for i in idx)}" if idx else ""
             return (f"{path} differs{where}: got {np.asarray(g[idx]).tolist()!r}, expected {np.asarray(e[idx]).tolist()!r} "
-                    f"({int(bad.sum())} of {bad.size} values wrong)")
+                    f"({int(bad.sum())} of {bad.size} values wrong{worst})")
         return None
     if got != expected:
         return f"{path} is {got!r}, expected {expected!r}"
     return None
+
+
+def _where_raised(exc: BaseException, student: Callable) -> str:
+    """`` in line N: <code>`` of the student's own code where ``exc`` was raised (or passed through
+    last on its way out of a library call); empty when the traceback never entered it."""
+    import traceback
+    code = getattr(student, "__code__", None)
+    if code is None:
+        return ""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == code.co_filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    text = f" `{f.line.strip()}`" if f.line else ""
+    return f" in line {f.lineno - code.co_firstlineno + 1} of {getattr(student, '__name__', 'the function')}{text}"
 
 
 def check(student: Callable, reference: Callable, inputs: Iterable | Callable[[], Iterable],
@@ -105,8 +127,8 @@ def check(student: Callable, reference: Callable, inputs: Iterable | Callable[[]
             return reference
         except Exception as exc:  # noqa: BLE001 - report any failure in one line
             if not quiet:
-                print(f"✗ {name}: raised {type(exc).__name__}: {exc} (on test input {i + 1}); "
-                      f"using the reference for the rest of the notebook.")
+                print(f"✗ {name}: raised {type(exc).__name__}: {exc}{_where_raised(exc, student)} (on test input "
+                      f"{i + 1}); using the reference for the rest of the notebook.")
             return reference
         msg = compare(got, reference(*pos, **kwargs), rtol=rtol, atol=atol)
         if msg:

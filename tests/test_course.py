@@ -108,6 +108,23 @@ def test_check_reports_each_kind_of_mistake(capsys):
     assert "raised ZeroDivisionError" in capsys.readouterr().out
 
 
+def test_mismatch_names_the_largest_error_and_a_crash_its_line(capsys):
+    # the first wrong value is tiny (it reads like rounding), the worst one is not
+    msg = compare(np.array([1.0, 1.46e-12, 3.0]), np.array([1.0, 1.21e-6, 2.0]))
+    assert "at index (2,): got 3.0, expected 2.0" in msg and "2 of 3 values wrong" in msg
+    assert "largest error is 1 " in msg
+
+    def ref(a):
+        return a * 2
+
+    def mine(a):
+        b = a * 2
+        return b[10]
+    check(mine, ref, [(np.arange(3.0),)])
+    out = capsys.readouterr().out
+    assert "raised IndexError" in out and "in line 3 of mine `return b[10]`" in out
+
+
 def test_compare_nested():
     assert compare((1.0, {"a": np.zeros(2)}), (1.0, {"a": np.zeros(2)})) is None
     assert "output[1]['a'] has shape" in compare((1.0, {"a": np.zeros(3)}), (1.0, {"a": np.zeros(2)}))
