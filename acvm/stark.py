@@ -57,7 +57,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .attention import Encoder, sine_position_encoding
+from .attention import Decoder, Encoder, sine_position_encoding
 from .backbone import LAYERS, Backbone, FreezableBackbone, output_size, to_tensor
 from .boxes import (clip_box, mean_colour, context_size, excess_aspect, crop_and_resize, crop_to_image, cxcywh_to_xywh, image_to_crop,
                     xywh_to_cxcywh)
@@ -67,7 +67,7 @@ from .training import StretchedSequence, StretchedSource  # shared with IoU-Net'
 
 __all__ = ["STARKSettings", "STARKNet", "CornerHead", "soft_argmax", "giou_loss", "corner_labels",
            "stark_loss", "StretchedSequence", "TemplatePairs", "train", "load_model", "STARKTracker",
-           "draw_stark_frame", "fine_tune", "WEIGHTS", "BASE_WEIGHTS", "TRAIN_STEPS", "FINE_TUNE_STEPS"]
+           "draw_stark_frame", "fine_tune", "score_loss", "ScoreSamples", "train_score", "WEIGHTS", "BASE_WEIGHTS", "TRAIN_STEPS", "FINE_TUNE_STEPS"]
 
 #: where the shipped weights live: the tracker's (``acvm train stark``, :func:`fine_tune`)
 WEIGHTS = weights_file("stark")
@@ -94,6 +94,8 @@ class STARKSettings:
     head_channels: int = 64          # channels of the first conv of each corner tower (halved twice)
     templates: int = 2               # 1: the first frame only; 2: plus STARK-ST's dynamic template
     correlation: bool = False        # our addition: SiamFC's response to the first template as a search-token input
+    score_head: bool = False         # STARK-ST's decoder with one target query and the score head on its output
+    decoder_layers: int = 1          # decoder layers (STARK: 6; one query needs few)
     l1_weight: float = 5.0           # λ_L1 on the corners, normalised by the search size
     giou_weight: float = 2.0         # λ_giou
     heatmap_weight: float = 1.0      # weight of the heat-map cross-entropy (0: STARK's loss alone)
@@ -106,7 +108,10 @@ class STARKSettings:
     size_lr: float = 0.7             # how far the size moves to the new box's size in one frame
     max_size_change: float = 0.01    # width and height change by at most this fraction a frame (inf: no limit)
     update_interval: int = 10        # frames between dynamic-template updates (STARK-ST: 200 at 30 fps+)
-    update_threshold: float = 0.6    # confidence a frame needs to become the dynamic template
+    update_threshold: float = 0.6    # confidence a frame needs to become the dynamic template ("confidence" rule)
+    update_rule: str = "auto"        # "score" (STARK-ST's score head), "confidence" (heat-map peak mass),
+                                     # "never" (the dynamic template stays the first frame's); "auto": score if the net has the head
+    score_threshold: float = 0.5     # the score head's probability a frame needs to become the dynamic template
     min_size: float = 4.0            # smallest target side in pixels the tracker allows
 
 
@@ -175,7 +180,10 @@ class STARKNet(FreezableBackbone):
       template(s) first, then search, each row-major;
     * ``"response"`` (with ``settings.correlation``): ``(B, 1, H_x, W_x)`` the standardised SiamFC
       response of the search crop to the first template, which :attr:`corr_embed` adds to the
-      search tokens before the encoder.
+      search tokens before the encoder;
+    * ``"score"`` and ``"query_attention"`` (with ``settings.score_head``): ``(B,)`` the score head's
+      logit that the search region holds the target, and ``(B, heads, L)`` the last decoder layer's
+      attention of the target query over all ``L`` tokens (templates first, then search).
     """
 
     def __init__(self, settings: STARKSettings = STARKSettings()):
@@ -200,11 +208,36 @@ class STARKNet(FreezableBackbone):
             self.corr_embed = nn.Conv2d(1, s.dim, 1)
             nn.init.zeros_(self.corr_embed.weight)
             nn.init.zeros_(self.corr_embed.bias)
+        if s.score_head:
+            # STARK-ST: one learned target query (DETR's query position; the decoder's input is zero)
+            # reads the encoded template and search tokens; a 3-layer MLP on its output says whether
+            # the search region holds the target (the score that decides the dynamic template)
+            self.query = nn.Parameter(torch.randn(1, s.dim) * 0.02)
+            self.decoder = Decoder(s.dim, s.heads, s.ff_dim, s.decoder_layers, norm_first=True)
+            self.score_mlp = nn.Sequential(nn.Linear(s.dim, s.dim), nn.ReLU(), nn.Linear(s.dim, s.dim), nn.ReLU(),
+                                           nn.Linear(s.dim, 1))
+
+    #: the parts STARK's second training stage trains (:func:`train_score`); the rest stays fixed
+    SCORE_PARTS = ("query", "decoder", "score_mlp")
+    localisation_frozen = False
+
+    def freeze_localisation(self):
+        """Fix everything but the decoder, its query and the score head (STARK's stage 2); returns the network."""
+        if not self.settings.score_head:
+            raise ValueError("this STARK network has no score head to train (settings.score_head is False)")
+        self.localisation_frozen = True
+        for name, p in self.named_parameters():
+            p.requires_grad_(name.split(".")[0] in self.SCORE_PARTS)
+        return self.train(self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
         if self.settings.correlation:
             self.matcher.eval()          # fixed batch-norm statistics too
+        if self.localisation_frozen:     # the corner head's batch norms keep their statistics in stage 2
+            for name, child in self.named_children():
+                if name not in self.SCORE_PARTS:
+                    child.eval()
         return self
 
     def match_kernel(self, z: torch.Tensor) -> torch.Tensor:
@@ -254,6 +287,10 @@ class STARKNet(FreezableBackbone):
         B, L, D = tokens.shape
         fx = tokens[:, L - xt.shape[1]:].transpose(1, 2).reshape(B, D, *self.x_grid)
         logits, corners = self.head(fx)
+        if self.settings.score_head:
+            q, weights = self.decoder(tokens.new_zeros(B, 1, D), tokens, self.query[None].expand(B, -1, -1))
+            out["score"] = self.score_mlp(q[:, 0])[:, 0]          # logit of "the target is in the search region"
+            out["query_attention"] = weights[-1][:, :, 0]         # (B, heads, L): where the query looked
         return {"logits": logits, "corners": corners, "attention": attention, **out}
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> dict:
@@ -472,6 +509,61 @@ def train(steps: int | None = None, data=None, seed: int = 0, out=None, resume: 
                           settings={k: getattr(settings, k) for k in settings.__dataclass_fields__})
 
 
+# --- STARK's second stage: the score head ----------------------------------------------------------------
+
+def score_loss(model: STARKNet, batch: dict) -> torch.Tensor:
+    """Binary cross-entropy of the score head's logit against ``batch["label"]`` (1: the search crop
+    holds the templates' target, 0: it comes from another sequence), as STARK's stage 2 trains it."""
+    out = model(batch["z"], batch["x"])
+    return nn.functional.binary_cross_entropy_with_logits(out["score"], batch["label"].to(out["score"].dtype))
+
+
+class ScoreSamples:
+    """Stage-2 samples: :class:`TemplatePairs`' ``z`` and ``x`` with ``"label"`` 1, or, with
+    probability ``negatives``, the same templates with the search crop of another draw (another
+    sequence) and ``"label"`` 0."""
+
+    def __init__(self, pairs: TemplatePairs, others: TemplatePairs, negatives: float = 0.5):
+        self.pairs, self.others, self.negatives = pairs, others, float(negatives)
+
+    def __call__(self, rng: np.random.Generator) -> dict:
+        out = dict(self.pairs(rng))
+        negative = rng.random() < self.negatives
+        if negative:
+            out["x"] = self.others(rng)["x"]
+        out["label"] = np.float32(0.0 if negative else 1.0)
+        return out
+
+
+def train_score(init: str | Path, steps: int = 400, data=None, seed: int = 0, out=None, resume: bool = False,
+                device=None, batch_size: int = 16, lr: float = 1e-3, workers: int = 1, progress: bool = True,
+                callback=None) -> Path:
+    """STARK-ST's second stage: add the decoder, its target query and the score head to a trained
+    STARK network (``init``, a weights file) and train them alone, everything else fixed, on
+    :class:`ScoreSamples` (half positives, half search crops of other sequences) from ``data``.
+
+    Returns the path written (default ``out``: ``init``'s name with ``-st`` before ``.pt``).
+    """
+    from .training import train_and_save
+    init = Path(init)
+    base, before = load_model(init)
+    settings = replace(base.settings, score_head=True)
+    model = STARKNet(settings)
+    result = model.load_state_dict(base.state_dict(), strict=False)
+    if result.unexpected_keys or any(k.split(".")[0] not in STARKNet.SCORE_PARTS for k in result.missing_keys):
+        raise ValueError(f"{init}: not a STARK network this stage can extend ({result})")
+    model.freeze_localisation()
+    out = Path(out) if out else init.with_name(init.stem + "-st.pt")
+    pairs = _sampler(settings, data, aspect=0.5, zoom=1.0, shift=64.0, clutter=4)
+    others = _sampler(settings, data, reuse=1, aspect=0.5, zoom=1.0, shift=64.0, clutter=4)
+    torch.manual_seed(seed)
+    return train_and_save(model, score_loss, ScoreSamples(pairs, others), steps=steps, seed=seed, data=data, out=out,
+                          batch_size=batch_size, workers=workers, lr=lr, resume=resume, device=device,
+                          progress=progress, callback=callback, loss_curve=50,
+                          init=f"score head on {init.name} ({before.get('command', '?')}), the rest frozen",
+                          settings={k: getattr(settings, k) for k in settings.__dataclass_fields__})
+
+
 def _with_correlation(model: STARKNet) -> STARKNet:
     """The same trained network with a (zero-initialised) matching branch added."""
     new = STARKNet(replace(model.settings, correlation=True))
@@ -542,7 +634,10 @@ class STARKTracker(Tracker):
         ``confidence``: the heat maps' peak mass in [0, 1] (mean over the two corners);
         ``templates``: the template crops in use, ``(T, S_z, S_z, 3)`` uint8; ``response``:
         ``(H_x, W_x)`` float32, the matching branch's standardised SiamFC response on the token
-        grid (``None`` for a network without it).
+        grid (``None`` for a network without it); ``score``: the score head's probability that the
+        search region holds the target and ``query_attention``: ``(L,)`` the target query's attention
+        over the tokens, averaged over heads (both ``None`` without the head); ``template_updated``:
+        whether this frame became the dynamic template (by ``update_rule``).
     """
 
     name = "stark"
@@ -560,13 +655,21 @@ class STARKTracker(Tracker):
         # the network's fields come from the weights; the tracking ones from the caller or the
         # current defaults (never from the weights' meta, so improving a default needs no retraining)
         tracking = ("motion_sigma", "local_window", "max_aspect", "confidence_threshold", "size_lr",
-                    "max_size_change", "update_interval", "update_threshold", "min_size")
+                    "max_size_change", "update_interval", "update_threshold", "update_rule", "score_threshold",
+                    "min_size")
         chosen = settings or STARKSettings()
         self.settings = replace(net.settings, **{**{k: getattr(chosen, k) for k in tracking}, **overrides})
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.stride = LAYERS[self.settings.feature_layer].stride
         self.kernel = None
+        rule = self.settings.update_rule
+        if rule not in ("auto", "score", "confidence", "never"):
+            raise ValueError(f"update_rule must be 'auto', 'score', 'confidence' or 'never', got {rule!r}")
+        if rule == "score" and not net.settings.score_head:
+            raise ValueError("update_rule='score' needs a network with the score head (train it with "
+                             "acvm.stark.train_score); these weights have none")
+        self.update_rule = ("score" if net.settings.score_head else "confidence") if rule == "auto" else rule
 
     # the steps of one frame ----------------------------------------------------------------------------
 
@@ -606,6 +709,8 @@ class STARKTracker(Tracker):
         P = torch.softmax(logits.flatten(1), dim=1).reshape_as(logits)
         return {"corners": out["corners"][0].cpu().numpy().astype(np.float64),
                 "heatmaps": P.cpu().numpy(),
+                "score": float(torch.sigmoid(out["score"][0])) if "score" in out else None,
+                "query_attention": out["query_attention"][0].mean(0).cpu().numpy() if "query_attention" in out else None,
                 "attention": out["attention"][-1][0].mean(0).cpu().numpy(),
                 "response": out["response"][0, 0].cpu().numpy() if "response" in out else None}
 
@@ -702,7 +807,8 @@ class STARKTracker(Tracker):
                 self.kernel = self.net.match_kernel(to_tensor(self.templates, self.device)[:1])
         self.box = np.asarray(box, dtype=np.float64).copy()
         self.frame = 0
-        self.confidence = None
+        self.confidence = self.score = self.query_attention = None
+        self.template_updated = False
         self.heatmaps = self.attention = self.corner_attention = self.corners = self.response = None
 
     def update(self, image: np.ndarray) -> np.ndarray:
@@ -713,6 +819,7 @@ class STARKTracker(Tracker):
         self.search_crop = self.crop_search(image)
         out = self.predict(self.search_crop)
         self.heatmaps, self.attention, self.response = out["heatmaps"], out["attention"], out.get("response")
+        self.score, self.query_attention = out.get("score"), out.get("query_attention")
         region = tuple(self.search_region)
         last = image_to_crop(self.box, self.centre, region, s.search_size)
         self.corners, self.posterior = self.localise(self.heatmaps, np.r_[last[:2], last[:2] + last[2:]])
@@ -731,10 +838,16 @@ class STARKTracker(Tracker):
         self.box = clip_box(cxcywh_to_xywh([*self.centre, *self.size]), self.image_shape, s.min_size)
         self.centre, self.size = xywh_to_cxcywh(self.box)[:2], xywh_to_cxcywh(self.box)[2:]
 
-        if (s.templates > 1 and self.frame % s.update_interval == 0
-                and self.confidence >= s.update_threshold):
-            z = self.crop_template(image)
-            self._set_templates([self.first_template, z])
+        self.template_updated = False
+        if s.templates > 1 and self.frame % s.update_interval == 0:
+            if self.update_rule == "score":
+                update = self.score >= s.score_threshold
+            else:
+                update = self.update_rule == "confidence" and self.confidence >= s.update_threshold
+            if update:
+                z = self.crop_template(image)
+                self._set_templates([self.first_template, z])
+                self.template_updated = True
         return self.box.copy()
 
 

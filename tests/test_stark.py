@@ -562,3 +562,102 @@ def test_fine_tuning_adds_the_branch_with_siamfcs_backbone_and_keeps_it_fixed(tm
         torch.testing.assert_close(net.backbone.state_dict()[k], v, rtol=0, atol=0, msg=k)
     assert net.corr_embed.weight.abs().sum() > 0                   # the branch's embedding trained
     assert not torch.allclose(net.bottleneck.weight, before.bottleneck.weight)
+
+
+# --- STARK-ST's decoder and score head ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def st_net():
+    torch.manual_seed(0)
+    return stark.STARKNet(stark.STARKSettings(layers=1, score_head=True)).eval()
+
+
+def test_score_head_reads_the_encoded_tokens_and_leaves_the_box_as_it_was(st_net):
+    # the same weights without the head give the same corners: the head only adds outputs
+    plain = stark.STARKNet(stark.STARKSettings(layers=1)).eval()
+    extra = plain.load_state_dict(st_net.state_dict(), strict=False).unexpected_keys
+    assert extra and all(k.split(".")[0] in stark.STARKNet.SCORE_PARTS for k in extra)
+    g = torch.Generator().manual_seed(3)
+    z, x = torch.rand(2, 2, 3, 127, 127, generator=g), torch.rand(2, 3, 255, 255, generator=g)
+    with torch.no_grad():
+        out, ref = st_net(z, x), plain(z, x)
+    torch.testing.assert_close(out["corners"], ref["corners"])
+    assert out["score"].shape == (2,) and "score" not in ref
+    L = 2 * 64 + 576
+    assert out["query_attention"].shape == (2, st_net.settings.heads, L)
+    torch.testing.assert_close(out["query_attention"].sum(-1), torch.ones(2, st_net.settings.heads))
+
+
+def test_stage_two_trains_the_score_head_alone():
+    torch.manual_seed(1)
+    model = stark.STARKNet(stark.STARKSettings(layers=1, score_head=True)).freeze_localisation()
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == set(stark.STARKNet.SCORE_PARTS)
+    bn = model.head.top_left[1]
+    before = bn.running_mean.clone()
+    model.train()
+    assert not bn.training and model.decoder.training
+    g = torch.Generator().manual_seed(4)
+    batch = {"z": torch.rand(3, 2, 3, 127, 127, generator=g), "x": torch.rand(3, 3, 255, 255, generator=g),
+             "label": torch.tensor([1.0, 0.0, 1.0])}
+    loss = stark.score_loss(model, batch)
+    # the loss is the binary cross-entropy of the score's logit, by hand
+    with torch.no_grad():
+        p = torch.sigmoid(model(batch["z"], batch["x"])["score"])
+    ref = -(batch["label"] * torch.log(p) + (1 - batch["label"]) * torch.log(1 - p)).mean()
+    assert float(loss.detach()) == pytest.approx(float(ref), rel=1e-5)
+    loss.backward()
+    assert model.score_mlp[0].weight.grad is not None and model.head.top_left[0].weight.grad is None
+    torch.testing.assert_close(bn.running_mean, before)
+    with pytest.raises(ValueError, match="score head"):
+        stark.STARKNet(stark.STARKSettings(layers=1)).freeze_localisation()
+
+
+def test_score_samples_take_negatives_from_another_sequence():
+    from acvm.training import PairSettings
+    ps = PairSettings(colour=0.0, grey=0.0)
+    samples = stark.ScoreSamples(stark.TemplatePairs([_TwoColours()], ps, reuse=3),
+                                 stark.TemplatePairs([_TwoColours()], ps, reuse=1), negatives=0.5)
+    rng = np.random.default_rng(5)
+    labels, agree = [], []
+    for _ in range(60):
+        s = samples(rng)
+        labels.append(float(s["label"]))
+        red_x, red_z = s["x"][0].mean() > s["x"][2].mean(), s["z"][0][0].mean() > s["z"][0][2].mean()
+        agree.append(red_x == red_z)
+        if s["label"] == 1.0:
+            assert red_x == red_z              # a positive's search crop is the templates' sequence
+    assert 0.3 < np.mean(labels) < 0.7
+    # negatives come from another draw: with two sequences, about half of them differ from the templates
+    neg = [a for a, lab in zip(agree, labels) if lab == 0.0]
+    assert 0 < sum(not a for a in neg) < len(neg)
+
+
+def test_dynamic_template_follows_the_update_rule(st_net, net, scene):
+    image, box = scene
+    shifted = np.roll(image, 7, axis=1)
+    for rule, threshold, changes in [("score", 0.0, True), ("score", 1.01, False), ("never", 0.0, False)]:
+        t = _tracker(st_net, update_interval=1, update_rule=rule, score_threshold=threshold,
+                     update_threshold=0.0, confidence_threshold=0.0)
+        t.init(image, box)
+        t.update(shifted)
+        assert 0.0 < t.score < 1.0 and t.query_attention.shape == (2 * 64 + 576,)
+        assert t.template_updated == changes
+        assert (not np.array_equal(t.templates[1], t.templates[0])) == changes, rule
+    assert _tracker(st_net).update_rule == "score" and _tracker(net).update_rule == "confidence"
+    with pytest.raises(ValueError, match="score head"):
+        _tracker(net, update_rule="score")
+    with pytest.raises(ValueError, match="update_rule"):
+        _tracker(st_net, update_rule="sometimes")
+
+
+def test_train_score_extends_a_weights_file_and_load_model_reads_it(tmp_path):
+    torch.manual_seed(2)
+    base = stark.STARKNet(stark.STARKSettings(layers=1))
+    from acvm.weights import save_weights
+    init = save_weights(tmp_path / "base.pt", base, {"command": "test", "settings": {"layers": 1}})
+    out = stark.train_score(init, steps=2, batch_size=2, workers=0, progress=False)
+    assert out == tmp_path / "base-st.pt"
+    model, meta = stark.load_model(out)
+    assert model.settings.score_head and model.settings.layers == 1 and "score head on base.pt" in meta["init"]
+    torch.testing.assert_close(model.head.top_left[0].weight, base.head.top_left[0].weight)
