@@ -67,14 +67,14 @@ def compare(got: Any, expected: Any, rtol: float = 1e-5, atol: float = 1e-6, pat
         else:
             bad = g != e
         if bad.any():
-            if e.dtype.kind in "fc" or g.dtype.kind in "fc":
-                # the worst value, not the first: a first mismatch of 1e-12 against 1e-6 reads like rounding
-                err = np.where(bad, np.abs(g.astype(np.complex128) - e.astype(np.complex128)), -1.0)
-                err = np.nan_to_num(err.real, nan=np.inf, posinf=np.inf)
-                idx = np.unravel_index(np.argmax(err), bad.shape) if bad.ndim else ()
-                worst = f"; the largest error is {float(err[idx] if bad.ndim else err):.3g} (allowed: {atol:g} + {rtol:g}·|expected|)"
-            else:
-                idx, worst = (np.unravel_index(np.argmax(bad), bad.shape) if bad.ndim else ()), ""
+            floats = e.dtype.kind in "fc" or g.dtype.kind in "fc"
+            # floats: point at the worst value, not the first (a first mismatch of 1e-12 against 1e-6
+            # reads like rounding); NaN against a number counts as the worst
+            err = (np.nan_to_num(np.where(bad, np.abs(g.astype(np.complex128) - e), -1.0), nan=np.inf)
+                   if floats else bad)
+            idx = np.unravel_index(np.argmax(err), bad.shape)
+            worst = (f"; the largest error is {float(err[idx]):.3g} (allowed: {atol:g} + {rtol:g}·|expected|)"
+                     if floats else "")
             where = f" at index {tuple(int(i) for i in idx)}" if idx else ""
             return (f"{path} differs{where}: got {np.asarray(g[idx]).tolist()!r}, expected {np.asarray(e[idx]).tolist()!r} "
                     f"({int(bad.sum())} of {bad.size} values wrong{worst})")

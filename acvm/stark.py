@@ -77,6 +77,9 @@ BASE_WEIGHTS = weights_file("stark-base")
 TRAIN_STEPS = 3000
 #: optimiser steps of the shipped fine-tune (the default of :func:`fine_tune`)
 FINE_TUNE_STEPS = 2400
+#: the pairs :func:`fine_tune` and :func:`train_score` train on: stretched and shrunk targets, far from
+#: the crop's centre, with clutter shapes in the synthetic ones (:func:`train`'s arguments)
+FINE_TUNE_PAIRS = dict(aspect=0.5, zoom=1.0, shift=64.0, clutter=4)
 
 
 @dataclass(frozen=True)
@@ -547,16 +550,12 @@ def train_score(init: str | Path, steps: int = 400, data=None, seed: int = 0, ou
     from .training import train_and_save
     init = Path(init)
     base, before = load_model(init)
-    settings = replace(base.settings, score_head=True)
-    model = STARKNet(settings)
-    result = model.load_state_dict(base.state_dict(), strict=False)
-    if result.unexpected_keys or any(k.split(".")[0] not in STARKNet.SCORE_PARTS for k in result.missing_keys):
-        raise ValueError(f"{init}: not a STARK network this stage can extend ({result})")
-    model.freeze_localisation()
+    torch.manual_seed(seed)            # the new parts' initialisation follows the seed
+    model = _extended(base, STARKNet.SCORE_PARTS, init, score_head=True).freeze_localisation()
+    settings = model.settings
     out = Path(out) if out else init.with_name(init.stem + "-st.pt")
-    pairs = _sampler(settings, data, aspect=0.5, zoom=1.0, shift=64.0, clutter=4)
-    others = _sampler(settings, data, reuse=1, aspect=0.5, zoom=1.0, shift=64.0, clutter=4)
-    torch.manual_seed(seed)
+    pairs = _sampler(settings, data, **FINE_TUNE_PAIRS)
+    others = _sampler(settings, data, reuse=1, **FINE_TUNE_PAIRS)
     return train_and_save(model, score_loss, ScoreSamples(pairs, others), steps=steps, seed=seed, data=data, out=out,
                           batch_size=batch_size, workers=workers, lr=lr, resume=resume, device=device,
                           progress=progress, callback=callback, loss_curve=50,
@@ -564,12 +563,20 @@ def train_score(init: str | Path, steps: int = 400, data=None, seed: int = 0, ou
                           settings={k: getattr(settings, k) for k in settings.__dataclass_fields__})
 
 
+def _extended(model: STARKNet, parts: tuple[str, ...], source="the network", **changes) -> STARKNet:
+    """The same trained network with new ``parts`` (freshly initialised) that ``changes`` to its
+    settings add; every trained weight is kept. Raises ``ValueError`` naming ``source`` when its
+    weights do not fit (keys other than the new parts missing, or keys left over)."""
+    new = STARKNet(replace(model.settings, **changes))
+    result = new.load_state_dict(model.state_dict(), strict=False)
+    if result.unexpected_keys or any(k.split(".")[0] not in parts for k in result.missing_keys):
+        raise ValueError(f"{source}: not a STARK network that {', '.join(changes)} can extend ({result})")
+    return new.train(model.training)
+
+
 def _with_correlation(model: STARKNet) -> STARKNet:
     """The same trained network with a (zero-initialised) matching branch added."""
-    new = STARKNet(replace(model.settings, correlation=True))
-    result = new.load_state_dict(model.state_dict(), strict=False)
-    assert not result.unexpected_keys and all(k.split(".")[0] in ("matcher", "corr_embed") for k in result.missing_keys)
-    return new.train(model.training)
+    return _extended(model, ("matcher", "corr_embed"), correlation=True)
 
 
 def fine_tune(steps: int | None = None, data=None, seed: int = 1, out=None, resume: bool = False, device=None,
@@ -587,7 +594,7 @@ def fine_tune(steps: int | None = None, data=None, seed: int = 1, out=None, resu
     """
     return train(steps=FINE_TUNE_STEPS if steps is None else steps, data=data, seed=seed, out=out or WEIGHTS,
                  resume=resume, device=device, batch_size=batch_size, lr=3e-4, workers=workers,
-                 init=str(BASE_WEIGHTS), aspect=0.5, zoom=1.0, shift=64.0, clutter=4, freeze=True,
+                 init=str(BASE_WEIGHTS), **FINE_TUNE_PAIRS, freeze=True,
                  correlation=True, progress=progress, callback=callback)
 
 
