@@ -52,6 +52,7 @@ MODELS: dict[str, Model] = {
     "atom": Model("acvm.atom:ATOMTracker", "acvm.iounet:train", "iounet.pt", ("siamfc",)),
     "d3s": Model("acvm.d3s:D3STracker", "acvm.d3s:train", "d3s.pt", ("siamfc",)),
     "stark": Model("acvm.stark:STARKTracker", "acvm.stark:fine_tune", "stark.pt", ("stark-base", "siamfc")),
+    "stark-st": Model("acvm.stark:STARKSTTracker", "acvm.stark:train_st", "stark-st.pt", ("stark",)),
     "stark-base": Model(trainer="acvm.stark:train", weights="stark-base.pt", starts_from=("siamfc",)),
 }
 
@@ -129,14 +130,14 @@ def train_command(path, name: str | None = None) -> str:
     return " then ".join(f"`{c}`" for c in [*first, f"acvm train {name}{out}"])
 
 
-_WORDS = {"true": True, "false": False, "none": None}
+_WORDS = {"true": True, "false": False, "none": None, "inf": float("inf"), "-inf": float("-inf")}
 
 
 def parse_settings(items) -> dict:
     """``["name=value", ...]`` (a benchmark's ``--set`` options) -> ``{name: value}`` for :func:`make_tracker`.
 
-    Values are Python literals (``0.25``, ``True``, ``(1, 2)``, ``None``), with ``true``/``false``
-    and ``none`` in any case as well (a shell user's ``calibrate=false`` must not become the
+    Values are Python literals (``0.25``, ``True``, ``(1, 2)``, ``None``), with ``true``/``false``,
+    ``none`` and ``inf`` in any case as well (a shell user's ``calibrate=false`` must not become the
     non-empty, so truthy, text ``"false"``); anything else is kept as text (a file name). An item
     without ``=`` raises ``ValueError`` naming it.
     """

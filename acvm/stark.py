@@ -13,8 +13,9 @@ frame, each a method or function a notebook can call on its own:
    comes from (our addition: it lets the small encoder tell the sets apart from the first layer).
 3. **Encoder.** All tokens are concatenated and go through a small transformer encoder
    (:class:`acvm.attention.Encoder`): every search token can attend to every template token (and
-   to the other search tokens), so the target's appearance flows into the search region. STARK's
-   decoder with its single target query is left out; the head reads the search tokens directly.
+   to the other search tokens), so the target's appearance flows into the search region. The
+   corner head reads the encoded search tokens directly (STARK weights them by their similarity
+   to the decoder's target query; ours does not).
 4. **Corner head.** The encoded search tokens are laid back on their 24×24 grid; two small conv
    towers give the **heat maps** of the top-left and bottom-right corner; the **soft-argmax** (the
    expected position under the softmax of each map) gives the corners in crop pixels, so the box
@@ -24,6 +25,13 @@ Training (:func:`train`, ``acvm train stark-base``; :func:`fine_tune`, ``acvm tr
 (:class:`acvm.training.PairSampler`, through :class:`TemplatePairs`) on synthetic sequences, with
 STARK's loss on the box — ``L = λ_L1·‖b − b*‖₁ + λ_giou·(1 − GIoU(b, b*))`` — plus a cross-entropy
 of each heat map against a Gaussian around the true corner (our addition; dense supervision).
+
+STARK-ST's parts (``settings.score_head``, :data:`STARKNet.SCORE_PARTS`): a **decoder**
+(:class:`acvm.attention.Decoder`) with one learned **target query** over all encoded tokens, and a
+**score head** (a 3-layer MLP on the query's output: the logit that the search region holds the
+target). They are trained in a second stage with the rest frozen (:func:`train_score`, ``acvm
+train stark-st``: :func:`train_st` on the shipped network), and :class:`STARKSTTracker` replaces
+the dynamic template only when the score head says the target is there.
 
 Tracking (:class:`STARKTracker`) adds what a regressor trained for minutes on synthetic data
 needs: a search region that follows the target (stretched when the target is more elongated than
@@ -44,7 +52,8 @@ response of the search crop to the first template (:meth:`STARKNet.response`, co
 copy of SiamFC's backbone, the ``matcher``), standardised and embedded into every search token by a
 1×1 convolution (:attr:`STARKNet.corr_embed`) before the encoder. The embedding starts at zero,
 so the branch changes nothing until trained; :func:`fine_tune` then trains everything after the
-backbone on cluttered, stretched and shrunk pairs for 2400 CPU steps. The encoder still decides:
+backbone on real video and cluttered, stretched and shrunk synthetic pairs for 1000 CPU steps
+(``acvm train stark --data ../shared/training``). The encoder still decides:
 the response is one more feature of each search token, which its attention weighs against the
 template tokens. ``benchmarks/stark_bench.py`` runs the base network as the ablation.
 """
@@ -67,16 +76,23 @@ from .training import StretchedSequence, StretchedSource  # shared with IoU-Net'
 
 __all__ = ["STARKSettings", "STARKNet", "CornerHead", "soft_argmax", "giou_loss", "corner_labels",
            "stark_loss", "StretchedSequence", "TemplatePairs", "train", "load_model", "STARKTracker",
-           "draw_stark_frame", "fine_tune", "score_loss", "ScoreSamples", "train_score", "WEIGHTS", "BASE_WEIGHTS", "TRAIN_STEPS", "FINE_TUNE_STEPS"]
+           "cell_centres", "draw_stark_frame", "draw_query_attention", "fine_tune", "score_loss", "ScoreSamples", "train_score", "train_st", "STARKSTTracker", "WEIGHTS", "BASE_WEIGHTS", "ST_WEIGHTS",
+           "TRAIN_STEPS", "FINE_TUNE_STEPS", "SCORE_STEPS"]
 
 #: where the shipped weights live: the tracker's (``acvm train stark``, :func:`fine_tune`)
 WEIGHTS = weights_file("stark")
 #: and the base network they are fine-tuned from (``acvm train stark-base``, :func:`train`)
 BASE_WEIGHTS = weights_file("stark-base")
+#: and STARK-ST's: the tracker's network with the decoder, target query and score head added
+#: (``acvm train stark-st``, :func:`train_st`; tracker ``stark-st``, :class:`STARKSTTracker`)
+ST_WEIGHTS = weights_file("stark-st")
 #: optimiser steps of the shipped base weights (the default of :func:`train`)
 TRAIN_STEPS = 3000
-#: optimiser steps of the shipped fine-tune (the default of :func:`fine_tune`)
-FINE_TUNE_STEPS = 2400
+#: optimiser steps of the shipped fine-tune (the default of :func:`fine_tune`; the shipped one also
+#: read the real training sequences: ``--data ../shared/training --synthetic-fraction 0.5``)
+FINE_TUNE_STEPS = 1000
+#: optimiser steps of the score head's stage (the default of :func:`train_st`)
+SCORE_STEPS = 400
 #: the pairs :func:`fine_tune` and :func:`train_score` train on: stretched and shrunk targets, far from
 #: the crop's centre, with clutter shapes in the synthetic ones (:func:`train`'s arguments)
 FINE_TUNE_PAIRS = dict(aspect=0.5, zoom=1.0, shift=64.0, clutter=4)
@@ -107,9 +123,9 @@ class STARKSettings:
     motion_sigma: float = 0.5        # std of the prior around each last corner, × the last box's size (0: none)
     local_window: int = 4            # soft-argmax within ± this many cells of each map's mode (-1: whole map)
     max_aspect: float = 1.5          # crops are stretched so the target looks at most this elongated (inf: never)
-    confidence_threshold: float = 0.3  # below this the box is not updated (the target may be hidden)
+    confidence_threshold: float = 0.15  # below this the box is not updated (the target may be hidden)
     size_lr: float = 0.7             # how far the size moves to the new box's size in one frame
-    max_size_change: float = 0.01    # width and height change by at most this fraction a frame (inf: no limit)
+    max_size_change: float = 0.003   # width and height change by at most this fraction a frame (inf: no limit)
     update_interval: int = 10        # frames between dynamic-template updates (STARK-ST: 200 at 30 fps+)
     update_threshold: float = 0.6    # confidence a frame needs to become the dynamic template ("confidence" rule)
     update_rule: str = "auto"        # "score" (STARK-ST's score head), "confidence" (heat-map peak mass),
@@ -118,7 +134,7 @@ class STARKSettings:
     min_size: float = 4.0            # smallest target side in pixels the tracker allows
 
 
-def _cell_centres(n: int, layer: str) -> torch.Tensor:
+def cell_centres(n: int, layer: str) -> torch.Tensor:
     """Crop-pixel coordinate of the centre of each of ``n`` feature cells along one axis."""
     info = LAYERS[layer]
     return info.receptive_field / 2.0 + info.stride * torch.arange(n, dtype=torch.float32)
@@ -201,7 +217,7 @@ class STARKNet(FreezableBackbone):
         # one learned vector per token set: first template, dynamic template, search
         self.type_embed = nn.Parameter(torch.randn(3, s.dim) * 0.02)
         self.encoder = Encoder(s.dim, s.heads, s.ff_dim, s.layers, norm_first=True)
-        centres = _cell_centres(self.x_grid[0], s.feature_layer)
+        centres = cell_centres(self.x_grid[0], s.feature_layer)
         self.head = CornerHead(s.dim, s.head_channels, centres, centres)
         if s.correlation:
             # the matching branch: SiamFC's backbone (loaded by train(correlation=True)), never trained
@@ -563,6 +579,15 @@ def train_score(init: str | Path, steps: int = 400, data=None, seed: int = 0, ou
                           settings={k: getattr(settings, k) for k in settings.__dataclass_fields__})
 
 
+def train_st(steps: int | None = None, data=None, seed: int = 0, out=None, resume: bool = False, device=None,
+             batch_size: int = 16, workers: int = 1, progress: bool = True, callback=None, init=None) -> Path:
+    """``acvm train stark-st``: :func:`train_score` on the shipped tracker's network (``init``,
+    default :data:`WEIGHTS`), writing :data:`ST_WEIGHTS` (or ``out``); arguments as :func:`train`'s."""
+    return train_score(init or WEIGHTS, steps=SCORE_STEPS if steps is None else steps, data=data, seed=seed,
+                       out=out or ST_WEIGHTS, resume=resume, device=device, batch_size=batch_size,
+                       workers=workers, progress=progress, callback=callback)
+
+
 def _extended(model: STARKNet, parts: tuple[str, ...], source="the network", **changes) -> STARKNet:
     """The same trained network with new ``parts`` (freshly initialised) that ``changes`` to its
     settings add; every trained weight is kept. Raises ``ValueError`` naming ``source`` when its
@@ -579,16 +604,17 @@ def _with_correlation(model: STARKNet) -> STARKNet:
     return _extended(model, ("matcher", "corr_embed"), correlation=True)
 
 
-def fine_tune(steps: int | None = None, data=None, seed: int = 1, out=None, resume: bool = False, device=None,
+def fine_tune(steps: int | None = None, data=None, seed: int = 0, out=None, resume: bool = False, device=None,
               batch_size: int = 8, workers: int = 1, progress: bool = True, callback=None) -> Path:
     """``acvm train stark``: the shipped tracker's weights, :data:`WEIGHTS`, from the base ones.
 
     The base network (:data:`BASE_WEIGHTS`, :func:`train`'s recipe on a GPU) boxes well what it
     has seen, textured blobs, but on OTB's pedestrians its heat maps miss the target: it learnt to
-    box the salient object more than to match the template. This second stage, on a 2-core CPU in
-    about 25 minutes, adds the matching branch (``train(correlation=True)``: SiamFC's response to
+    box the salient object more than to match the template. This second stage (the shipped one:
+    ``acvm train stark --data ../shared/training --synthetic-fraction 0.5``, 19 minutes on one
+    CPU thread, real and synthetic pairs) adds the matching branch (``train(correlation=True)``: SiamFC's response to
     the first template as a search-token input) and trains everything after the backbone on
-    pairs that need it: clutter shapes as salient as the target (``clutter=4``), stretched and
+    pairs that need it: real video, and synthetic pairs with clutter shapes as salient as the target (``clutter=4``), stretched and
     shrunk sequences (``aspect=0.5``, ``zoom=1.0``) and targets far from the crop's centre
     (``shift=64``); the backbone stays as it was. Arguments as :func:`train`'s.
     """
@@ -606,7 +632,8 @@ def load_model(path: str | Path | None = None) -> tuple[STARKNet, dict]:
     """
     from .weights import fit_state, read_weights
     path = Path(path) if path else WEIGHTS
-    state = read_weights(path, "stark-base" if path.name == BASE_WEIGHTS.name else "stark",
+    name = {BASE_WEIGHTS.name: "stark-base", ST_WEIGHTS.name: "stark-st"}.get(path.name, "stark")
+    state = read_weights(path, name,
                          "or pass weights='random' for the untrained network")
     meta = dict(state["meta"])
     known = STARKSettings.__dataclass_fields__
@@ -781,7 +808,7 @@ class STARKTracker(Tracker):
     def frame_record(self) -> dict:
         """What :func:`draw_stark_frame` draws, for the last frame (copies, safe to keep)."""
         xs = self.net.head.xs.cpu().numpy()
-        zc = _cell_centres(self.net.z_grid[0], self.settings.feature_layer).numpy()
+        zc = cell_centres(self.net.z_grid[0], self.settings.feature_layer).numpy()
         half = self.stride / 2.0
         return {"frame": self.frame, "search_crop": self.search_crop.copy(), "heatmaps": self.heatmaps.copy(),
                 "corners": self.corners.copy(), "corner_attention": self.corner_attention.copy(),
@@ -789,7 +816,9 @@ class STARKTracker(Tracker):
                 "heat_extent": (xs[0] - half, xs[-1] + half, xs[-1] + half, xs[0] - half),
                 "template_extent": (zc[0] - half, zc[-1] + half, zc[-1] + half, zc[0] - half),
                 "response": None if self.response is None else self.response.copy(),
-                "search_box": np.asarray(self.search_box, dtype=np.float64).copy()}
+                "search_box": np.asarray(self.search_box, dtype=np.float64).copy(),
+                "score": self.score, "template_updated": self.template_updated,
+                "query_attention": None if self.query_attention is None else self.query_attention.copy()}
 
     def _set_templates(self, crops: list[np.ndarray]) -> None:
         self.templates = np.stack(crops)
@@ -858,6 +887,23 @@ class STARKTracker(Tracker):
         return self.box.copy()
 
 
+class STARKSTTracker(STARKTracker):
+    """STARK-ST (registered as ``"stark-st"``): :class:`STARKTracker` on the network with the score
+    head (default weights :data:`ST_WEIGHTS`), so that the dynamic template is replaced when the
+    score head says the search region holds the target (``update_rule="auto"`` means ``"score"``
+    here; ``update_rule="never"`` is the ablation). Arguments as :class:`STARKTracker`'s."""
+
+    name = "stark-st"
+
+    def __init__(self, weights=None, settings: STARKSettings | None = None, net: STARKNet | None = None,
+                 seed: int = 0, device: str = "cpu", **overrides):
+        if weights == "random" and net is None:
+            torch.manual_seed(seed)
+            net = STARKNet(replace(settings or STARKSettings(), score_head=True))
+        super().__init__(weights=ST_WEIGHTS if weights is None else weights, settings=settings, net=net,
+                         seed=seed, device=device, **overrides)
+
+
 # --- drawing ----------------------------------------------------------------------------------------------
 
 def draw_stark_frame(record: dict, frame: int | None = None):
@@ -901,6 +947,47 @@ def draw_stark_frame(record: dict, frame: int | None = None):
                                  extent=record.get("template_extent"), vmax=float(att[k].max()))
             kind = "first" if t == 0 else "dynamic"
             ax.set_title(f"{names[k]} → {kind} template\n(sum {w.sum():.2f})", fontsize="small")
+    for ax in axes:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def draw_query_attention(record: dict, frame: int | None = None):
+    """Where STARK-ST's target query looked in one frame: its attention (last decoder layer, mean
+    over heads) over the search tokens laid on the search crop, and over each template's tokens.
+
+    Args:
+        record: a :meth:`STARKTracker.frame_record` of a network with the score head (its
+            ``"query_attention"``, ``(T·h_z·w_z + h_x·w_x,)`` with the template tokens first).
+        frame: shown in the title (default ``record["frame"]``).
+    Returns:
+        the matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+    from .attention import plot_query_attention
+    weights = record.get("query_attention")
+    if weights is None:
+        raise ValueError("this record has no query attention: the network has no score head (stark-st)")
+    templates = record["templates"]
+    T = len(templates)
+    h_z, w_z = record["corner_attention"].shape[2:]       # the template grid; the search grid is square
+    n_z = h_z * w_z
+    n_x = int(round(np.sqrt(len(weights) - T * n_z)))
+    search = weights[T * n_z:].reshape(n_x, n_x)
+    vmax = float(weights.max())
+    fig, axes = plt.subplots(1, 1 + T, figsize=(3.2 * (1 + T), 3.3))
+    crop = record["search_crop"]
+    plot_query_attention(crop, search, ax=axes[0], extent=record["heat_extent"], vmax=vmax)
+    frame = record.get("frame") if frame is None else frame
+    updated = " → new dynamic template" if record.get("template_updated") else ""
+    axes[0].set_title(f"query → search tokens, frame {frame}\nscore {record['score']:.2f}{updated} "
+                      f"(sum {search.sum():.2f})", fontsize="small")
+    for t in range(T):
+        w = weights[t * n_z:(t + 1) * n_z].reshape(h_z, w_z)
+        plot_query_attention(templates[t], w, ax=axes[1 + t], extent=record["template_extent"], vmax=vmax)
+        kind = "first" if t == 0 else "dynamic"
+        axes[1 + t].set_title(f"query → {kind} template (sum {w.sum():.2f})", fontsize="small")
     for ax in axes:
         ax.set_xticks([]), ax.set_yticks([])
     fig.tight_layout()

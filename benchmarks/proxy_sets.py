@@ -14,6 +14,9 @@ success AUC per set and over the sets.
 ``validation.txt`` lists): the validation protocol, where every setting, seed and recipe of a learned
 tracker is chosen (docs/validation.md records the choices).
 
+``--test ../shared/sequences/*/`` reports on the test set, with the same tracker keywords, once the
+choice was made on validation (the untrained control: ``--set weights=random``).
+
 ``--set NAME=VALUE`` fixes a tracker keyword (any field of the tracker's settings); ``--grid
 NAME=V1,V2,...`` runs every combination. Frames are rendered once and shared by every run.
 """
@@ -42,6 +45,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", default=",".join(PROXY_SETS), help="comma-separated proxy sets")
     ap.add_argument("--validation", metavar="FOLDER",
                     help="run the real sequences FOLDER/validation.txt lists instead of the synthetic sets")
+    ap.add_argument("--test", nargs="+", metavar="DIR",
+                    help="report on these sequence folders instead (the test set, ../shared/sequences/*/: "
+                         "measured once a choice is frozen, never chosen by)")
     ap.add_argument("--sequences", type=int, default=6, help="sequences per set (k = 0..N-1)")
     ap.add_argument("--per-sequence", action="store_true", help="print every sequence's AUC")
     ap.add_argument("--json", help="write every run's per-sequence AUCs here")
@@ -63,7 +69,12 @@ def main(argv=None) -> int:
         fixed["weights"] = args.weights
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     t0 = time.perf_counter()
-    if args.validation:
+    if args.validation and args.test:
+        raise SystemExit("--validation and --test: choose one")
+    if args.test:
+        from acvm.data import load_sequence
+        data = {"test": [InMemory(load_sequence(p)) for p in args.test]}
+    elif args.validation:
         from acvm.data import load_sequence, split_sequences
         data = {"validation": [InMemory(load_sequence(p)) for p in split_sequences(args.validation, "validation")]}
     else:

@@ -132,6 +132,8 @@ def test_parse_settings_reads_literals_and_keeps_text():
     # a shell user's lower-case words: "false" kept as text would be truthy
     assert parse_settings(["calibrate=false", "a=TRUE", "b=none", "c=falsey"]) == {
         "calibrate": False, "a": True, "b": None, "c": "falsey"}
+    # the trackers' "inf: never" settings (max_aspect=inf), which Python's literals do not spell
+    assert parse_settings(["max_aspect=inf", "x=-Inf"]) == {"max_aspect": float("inf"), "x": float("-inf")}
     with pytest.raises(ValueError, match="NAME=VALUE, got 'lr'"):
         parse_settings(["lr"])
 

@@ -661,3 +661,49 @@ def test_train_score_extends_a_weights_file_and_load_model_reads_it(tmp_path):
     model, meta = stark.load_model(out)
     assert model.settings.score_head and model.settings.layers == 1 and "score head on base.pt" in meta["init"]
     torch.testing.assert_close(model.head.top_left[0].weight, base.head.top_left[0].weight)
+
+
+def test_stark_st_is_the_tracker_on_the_score_head_network(tmp_path, monkeypatch):
+    from acvm.registry import MODELS, make_tracker, train_command
+    assert MODELS["stark-st"].starts_from == ("stark",) and stark.ST_WEIGHTS.name == "stark-st.pt"
+    control = make_tracker("stark-st", weights="random")
+    assert isinstance(control, stark.STARKSTTracker) and control.net.settings.score_head
+    assert control.update_rule == "score"
+    assert make_tracker("stark-st", weights="random", update_rule="never").update_rule == "never"
+    assert "acvm train stark-st" in train_command(stark.ST_WEIGHTS)
+    # train_st extends the weights it is given (the shipped stark.pt by default) into ST_WEIGHTS
+    torch.manual_seed(3)
+    from acvm.weights import save_weights
+    init = save_weights(tmp_path / "stark.pt", stark.STARKNet(stark.STARKSettings(layers=1)),
+                        {"command": "test", "settings": {"layers": 1}})
+    monkeypatch.setattr(stark, "ST_WEIGHTS", tmp_path / "stark-st.pt")
+    out = stark.train_st(steps=1, init=init, batch_size=2, workers=0, progress=False)
+    assert out == tmp_path / "stark-st.pt"
+    tracker = stark.STARKSTTracker(weights=out)
+    assert tracker.update_rule == "score" and tracker.net.settings.layers == 1
+    missing = tmp_path / "none" / "stark-st.pt"
+    with pytest.raises(FileNotFoundError, match="stark-st"):
+        stark.STARKSTTracker(weights=missing)
+
+
+def test_query_attention_drawing_splits_the_tokens_by_crop(st_net, net, scene):
+    import matplotlib
+    matplotlib.use("Agg")
+    image, box = scene
+    t = _tracker(st_net, update_interval=1, score_threshold=0.0)
+    t.init(image, box)
+    t.update(image)
+    record = t.frame_record()
+    assert record["template_updated"] and 0 < record["score"] < 1
+    fig = stark.draw_query_attention(record)
+    search, first, dynamic = (ax.images[1].get_array() for ax in fig.axes)
+    n_z = t.net.z_grid[0] * t.net.z_grid[1]
+    w = record["query_attention"]
+    np.testing.assert_allclose(search.ravel(), w[2 * n_z:])
+    np.testing.assert_allclose(dynamic.ravel(), w[n_z:2 * n_z])
+    assert abs(w.sum() - 1) < 1e-5
+    plain = _tracker(net)
+    plain.init(image, box)
+    plain.update(image)
+    with pytest.raises(ValueError, match="no score head"):
+        stark.draw_query_attention(plain.frame_record())
