@@ -76,8 +76,9 @@ from .training import StretchedSequence, StretchedSource  # shared with IoU-Net'
 
 __all__ = ["STARKSettings", "STARKNet", "CornerHead", "soft_argmax", "giou_loss", "corner_labels",
            "stark_loss", "StretchedSequence", "TemplatePairs", "train", "load_model", "STARKTracker",
-           "cell_centres", "draw_stark_frame", "draw_query_attention", "fine_tune", "score_loss", "ScoreSamples", "train_score", "train_st", "STARKSTTracker", "WEIGHTS", "BASE_WEIGHTS", "ST_WEIGHTS",
-           "TRAIN_STEPS", "FINE_TUNE_STEPS", "SCORE_STEPS"]
+           "cell_centres", "draw_stark_frame", "draw_query_attention", "fine_tune", "score_loss",
+           "ScoreSamples", "train_score", "train_st", "STARKSTTracker", "WEIGHTS", "BASE_WEIGHTS",
+           "ST_WEIGHTS", "TRAIN_STEPS", "FINE_TUNE_STEPS", "SCORE_STEPS"]
 
 #: where the shipped weights live: the tracker's (``acvm train stark``, :func:`fine_tune`)
 WEIGHTS = weights_file("stark")
@@ -612,10 +613,10 @@ def fine_tune(steps: int | None = None, data=None, seed: int = 0, out=None, resu
     has seen, textured blobs, but on OTB's pedestrians its heat maps miss the target: it learnt to
     box the salient object more than to match the template. This second stage (the shipped one:
     ``acvm train stark --data ../shared/training --synthetic-fraction 0.5``, 19 minutes on one
-    CPU thread, real and synthetic pairs) adds the matching branch (``train(correlation=True)``: SiamFC's response to
-    the first template as a search-token input) and trains everything after the backbone on
-    pairs that need it: real video, and synthetic pairs with clutter shapes as salient as the target (``clutter=4``), stretched and
-    shrunk sequences (``aspect=0.5``, ``zoom=1.0``) and targets far from the crop's centre
+    CPU thread) adds the matching branch (``train(correlation=True)``: SiamFC's response to the
+    first template as a search-token input) and trains everything after the backbone on pairs
+    that need it: real video, and synthetic pairs with clutter shapes as salient as the target
+    (``clutter=4``), stretched and shrunk sequences (``aspect=0.5``, ``zoom=1.0``) and targets far from the crop's centre
     (``shift=64``); the backbone stays as it was. Arguments as :func:`train`'s.
     """
     return train(steps=FINE_TUNE_STEPS if steps is None else steps, data=data, seed=seed, out=out or WEIGHTS,
