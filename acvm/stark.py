@@ -676,6 +676,9 @@ class STARKTracker(Tracker):
     """
 
     name = "stark"
+    #: the weights read when none are given, and what the untrained control's network adds to ``settings``
+    default_weights = WEIGHTS
+    random_network: dict = {}
 
     def __init__(self, weights=None, settings: STARKSettings | None = None, net: STARKNet | None = None,
                  seed: int = 0, device: str = "cpu", **overrides):
@@ -684,9 +687,9 @@ class STARKTracker(Tracker):
         if net is None:
             if weights == "random":
                 torch.manual_seed(seed)
-                net = STARKNet(settings or STARKSettings())
+                net = STARKNet(replace(settings or STARKSettings(), **self.random_network))
             else:
-                net, self.meta = load_model(weights)
+                net, self.meta = load_model(self.default_weights if weights is None else weights)
         # the network's fields come from the weights; the tracking ones from the caller or the
         # current defaults (never from the weights' meta, so improving a default needs no retraining)
         tracking = ("motion_sigma", "local_window", "max_aspect", "confidence_threshold", "size_lr",
@@ -895,14 +898,8 @@ class STARKSTTracker(STARKTracker):
     here; ``update_rule="never"`` is the ablation). Arguments as :class:`STARKTracker`'s."""
 
     name = "stark-st"
-
-    def __init__(self, weights=None, settings: STARKSettings | None = None, net: STARKNet | None = None,
-                 seed: int = 0, device: str = "cpu", **overrides):
-        if weights == "random" and net is None:
-            torch.manual_seed(seed)
-            net = STARKNet(replace(settings or STARKSettings(), score_head=True))
-        super().__init__(weights=ST_WEIGHTS if weights is None else weights, settings=settings, net=net,
-                         seed=seed, device=device, **overrides)
+    default_weights = ST_WEIGHTS
+    random_network = {"score_head": True}
 
 
 # --- drawing ----------------------------------------------------------------------------------------------
@@ -972,10 +969,9 @@ def draw_query_attention(record: dict, frame: int | None = None):
         raise ValueError("this record has no query attention: the network has no score head (stark-st)")
     templates = record["templates"]
     T = len(templates)
-    h_z, w_z = record["corner_attention"].shape[2:]       # the template grid; the search grid is square
+    h_z, w_z = record["corner_attention"].shape[2:]       # the template grid
     n_z = h_z * w_z
-    n_x = int(round(np.sqrt(len(weights) - T * n_z)))
-    search = weights[T * n_z:].reshape(n_x, n_x)
+    search = weights[T * n_z:].reshape(record["heatmaps"].shape[1:])
     vmax = float(weights.max())
     fig, axes = plt.subplots(1, 1 + T, figsize=(3.2 * (1 + T), 3.3))
     crop = record["search_crop"]

@@ -71,12 +71,11 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if args.validation and args.test:
         raise SystemExit("--validation and --test: choose one")
-    if args.test:
-        from acvm.data import load_sequence
-        data = {"test": [InMemory(load_sequence(p)) for p in args.test]}
-    elif args.validation:
+    if args.test or args.validation:
         from acvm.data import load_sequence, split_sequences
-        data = {"validation": [InMemory(load_sequence(p)) for p in split_sequences(args.validation, "validation")]}
+        name, paths = ("test", args.test) if args.test else \
+            ("validation", split_sequences(args.validation, "validation"))
+        data = {name: [InMemory(load_sequence(p)) for p in paths]}
     else:
         data = {name: [InMemory(proxy_sequence(name, k)) for k in range(args.sequences)] for name in sets}
     print(f"rendered {sum(map(len, data.values()))} sequences in {time.perf_counter() - t0:.0f} s", flush=True)
