@@ -4,7 +4,15 @@ An exercise cell defines a function with the same signature as a library referen
 cell calls :func:`check`, which runs both on fresh inputs and prints one line: what is right, or
 the first thing that is wrong (shape, dtype, values, and where). It returns the function the
 rest of the notebook should use: the student's when it is correct, otherwise the reference, so
-every notebook runs top to bottom whether or not the exercises are done.
+every notebook runs top to bottom whether or not the exercises are done. The notebook binds that
+to a name of its own (``use_iou = check(iou, ...)``), never to the student's: a student who
+re-runs the check, or calls their function to debug it, always gets their own code, so an
+unsolved exercise can never report ✓.
+
+Where the reference draws random numbers, the check compares behaviour, not the random stream:
+``compare=`` takes a function ``(got, expected, *args) -> message or None`` that tests what any
+correct answer has in common (:func:`acvm.particle.compare_prediction` tests the noise's
+distribution, :func:`acvm.particle.compare_systematic` the copy counts).
 """
 from __future__ import annotations
 
@@ -99,9 +107,12 @@ def _where_raised(exc: BaseException, student: Callable) -> str:
     return f" in line {f.lineno - code.co_firstlineno + 1} of {getattr(student, '__name__', 'the function')}{text}"
 
 
+_compare = compare
+
+
 def check(student: Callable, reference: Callable, inputs: Iterable | Callable[[], Iterable],
           name: str | None = None, rtol: float = 1e-5, atol: float = 1e-6,
-          quiet: bool = False) -> Callable:
+          quiet: bool = False, compare: Callable[..., str | None] | None = None) -> Callable:
     """Check ``student`` against ``reference`` on ``inputs`` and return the function to use.
 
     Args:
@@ -110,8 +121,12 @@ def check(student: Callable, reference: Callable, inputs: Iterable | Callable[[]
         inputs: an iterable of argument tuples (or dicts of keyword arguments), or a function
             that makes them (called once, so a seeded generator gives fresh but repeatable inputs).
         name: how to call the exercise in the message (default: the reference's name).
+        compare: ``compare(got, expected, *args, **kwargs)`` returning ``None`` when ``got`` is
+            right for these arguments, else what is wrong; default: equal to the reference's
+            output within ``rtol``/``atol`` (:func:`acvm.exercise.compare`).
     Returns:
-        ``student`` if it matches on every input, else ``reference``.
+        ``student`` if it matches on every input, else ``reference``. Bind it to a new name
+        (``use_fn = check(fn, ...)``): rebinding ``fn`` would make a re-run check the reference.
     """
     name = name or getattr(reference, "__name__", "exercise")
     cases = list(inputs() if callable(inputs) else inputs)
@@ -130,7 +145,9 @@ def check(student: Callable, reference: Callable, inputs: Iterable | Callable[[]
                 print(f"✗ {name}: raised {type(exc).__name__}: {exc}{_where_raised(exc, student)} (on test input "
                       f"{i + 1}); using the reference for the rest of the notebook.")
             return reference
-        msg = compare(got, reference(*pos, **kwargs), rtol=rtol, atol=atol)
+        expected = reference(*pos, **kwargs)
+        msg = (_compare(got, expected, rtol=rtol, atol=atol) if compare is None
+               else compare(got, expected, *pos, **kwargs))
         if msg:
             if not quiet:
                 print(f"✗ {name}: {msg} (on test input {i + 1}); using the reference for the rest of the notebook.")

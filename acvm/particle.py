@@ -29,7 +29,7 @@ from .tracker import Tracker, check_image, check_init
 
 __all__ = ["MotionModel", "random_walk", "nearly_constant_velocity", "predict", "update",
            "effective_sample_size", "resample_multinomial", "resample_systematic",
-           "resample_stratified", "RESAMPLERS", "resample", "estimate", "colour_histograms",
+           "resample_stratified", "compare_prediction", "compare_systematic", "RESAMPLERS", "resample", "estimate", "colour_histograms",
            "hellinger_distance", "kalman_filter", "ParticleSettings", "ParticleTracker", "ParticleRun",
            "draw_particles"]
 
@@ -181,6 +181,88 @@ def resample_systematic(weights: np.ndarray, rng) -> np.ndarray:
     rng = np.random.default_rng(rng)
     n = len(weights)
     return _draw(weights, (np.arange(n) + rng.random()) / n)
+
+
+def _as_array(got, shape: tuple[int, ...], what: str) -> tuple[np.ndarray | None, str | None]:
+    try:
+        g = np.asarray(got)
+    except Exception:  # noqa: BLE001 - anything unconvertible is simply wrong
+        return None, f"{what} should be an array, got {type(got).__name__}"
+    if got is None or g.shape != shape:
+        return None, f"{what} has shape {g.shape if got is not None else None}, expected {shape}"
+    return g, None
+
+
+def compare_prediction(got, expected, particles, Phi, Q, rng) -> str | None:
+    """What every correct :func:`predict` has in common, whichever way it draws the noise.
+
+    The check of notebook 01: the deterministic part ``Φ x_i`` must be exact, and the residual
+    ``got − Φ x_i`` must look like ``N(0, Q)``: zero when ``Q`` is, else (over 1000 particles or
+    more) a mean within 5 standard errors of 0 and a covariance within 5 standard errors of ``Q``
+    (the variance of a sample covariance ``C_jk`` is ``(Q_jk² + Q_jj Q_kk) / N``). One call of
+    ``multivariate_normal``, a Cholesky factor times ``standard_normal`` or N separate draws all pass.
+
+    Returns:
+        ``None`` when right, else one sentence saying what is wrong (``acvm.exercise.check``'s ``compare``).
+    """
+    x = np.asarray(particles, dtype=np.float64)
+    Q = np.asarray(Q, dtype=np.float64)
+    g, msg = _as_array(got, x.shape, "output")
+    if msg:
+        return msg
+    if not np.isfinite(g).all():
+        return "output contains NaN or infinity"
+    resid = g.astype(np.float64) - x @ np.asarray(Phi, dtype=np.float64).T
+    n = len(x)
+    if not Q.any():
+        worst = float(np.abs(resid).max())
+        if worst > 1e-9 * (1 + np.abs(g).max()):
+            return (f"with Q = 0 the output should be Φ·x exactly (x @ Phi.T), but it is off by up to {worst:.3g}: "
+                    f"is Φ transposed, or noise added when Q is zero?")
+        return None
+    if n < 1000:  # too few particles to test the noise; its shape and the Q = 0 case are checked
+        return None
+    C = np.cov(resid, rowvar=False).reshape(Q.shape)
+    se = np.sqrt((Q ** 2 + np.outer(np.diag(Q), np.diag(Q))) / n)
+    if np.any(np.abs(C - Q) > 5 * se + 1e-12):
+        return (f"the noise should have covariance Q = {np.round(Q, 3).tolist()}, but over {n} particles it is "
+                f"{np.round(C, 3).tolist()} (noise shared by all particles gives 0; a transposed Φ adds the "
+                f"particles' own spread)")
+    sd = np.sqrt(np.diag(Q) / n)
+    mean = resid.mean(0)
+    if np.any(np.abs(mean) > 5 * sd + 1e-12):
+        return (f"the noise should have mean 0, but its mean over {n} particles is {np.round(mean, 3).tolist()} "
+                f"(standard error {np.round(sd, 3).tolist()}): is the deterministic part x @ Phi.T?")
+    return None
+
+
+def compare_systematic(got, expected, weights, rng) -> str | None:
+    """What every correct :func:`resample_systematic` has in common, whatever offset it draws.
+
+    With one offset ``U ∈ [0, 1)`` the points ``(k + U)/N`` are ``1/N`` apart, so particle ``i``
+    (normalised weight ``w_i``) is kept ``⌊N w_i⌋`` or ``⌈N w_i⌉`` times, and never when ``w_i = 0``.
+
+    Returns:
+        ``None`` when right, else one sentence saying what is wrong (``acvm.exercise.check``'s ``compare``).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    n = len(w)
+    g, msg = _as_array(got, (n,), "output")
+    if msg:
+        return msg
+    if g.dtype.kind not in "iu":
+        return f"output should be integer indices, got dtype {g.dtype}"
+    if g.min() < 0 or g.max() >= n:
+        return f"indices should lie in 0..{n - 1}, got {int(g.min())}..{int(g.max())}"
+    counts = np.bincount(g, minlength=n)
+    nw = n * w / w.sum()
+    bad = (counts < np.floor(nw - 1e-9)) | (counts > np.ceil(nw + 1e-9))
+    if bad.any():
+        i = int(np.argmax(np.abs(counts - nw) * bad))
+        return (f"particle {i} (N·w = {nw[i]:.2f}) is kept {int(counts[i])} times; systematic resampling keeps "
+                f"it {int(np.floor(nw[i] + 1e-9))} or {int(np.ceil(nw[i] - 1e-9))} times "
+                f"({int(bad.sum())} of {n} particles wrong)")
+    return None
 
 
 #: resampler name -> function(weights, rng) -> indices

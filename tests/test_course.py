@@ -209,3 +209,72 @@ def test_expect_passes_within_tolerance_and_names_the_number():
         expect("atom's AUC", 0.65, 0.69, 0.03)
     with pytest.raises(AssertionError, match="nan"):
         expect("AUC", float("nan"), 0.69, 0.03)
+
+
+CHECK_LINE = __import__("re").compile(r"^(\w+) = check\((\w+)\b", __import__("re").M)
+
+
+def _check_cells(nb):
+    """(index, bound name, student function) of every exercise check cell."""
+    return [(i, m.group(1), m.group(2)) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for m in CHECK_LINE.finditer(c.source)]
+
+
+def test_checks_never_rebind_the_students_function():
+    """``fn = check(fn, ...)`` would make a re-run check test the reference and print ✓."""
+    for path in sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        for i, bound, student in _check_cells(nbformat.read(path, as_version=4)):
+            assert bound != student, f"{path.name} cell {i}: `{bound} = check({student}, ...)` rebinds {student}"
+
+
+def test_check_takes_a_behaviour_comparison(capsys):
+    ref = lambda n, rng: np.random.default_rng(rng).normal(size=n)  # noqa: E731
+    mine = lambda n, rng: np.random.default_rng(rng + 1).normal(size=n)  # noqa: E731
+    inputs = [(5000, 1)]
+    assert check(mine, ref, inputs, name="noise") is ref               # other numbers: not equal
+    assert "✗ noise" in capsys.readouterr().out
+    same_law = lambda got, exp, n, rng: None if abs(np.std(got) - 1) < 0.05 else "wrong spread"  # noqa: E731
+    assert check(mine, ref, inputs, name="noise", compare=same_law) is mine
+    assert "✓ noise" in capsys.readouterr().out
+    assert check(lambda n, rng: 2 * mine(n, rng), ref, inputs, name="noise", compare=same_law) is ref
+    assert "✗ noise: wrong spread" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")
+                                        if "check(" in p.read_text()))
+def test_rerun_checks_of_unsolved_notebooks_never_report_a_tick(name):
+    """Run a student notebook up to its last check, each check cell twice: no ✓ (nothing is solved)."""
+    from nbclient import NotebookClient
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    checks = _check_cells(nb)
+    assert checks, f"{name} has no check cell"
+    last = max(i for i, _, _ in checks)
+    cells, rerun = [], []
+    for i, cell in enumerate(nb.cells[:last + 1]):
+        cells.append(cell)
+        if i in {j for j, _, _ in checks}:
+            cells.append(nbformat.v4.new_code_cell(cell.source))
+            rerun.append((len(cells) - 2, len(cells) - 1))
+    nb.cells = cells
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}},
+                   ).execute()
+    for first, again in rerun:
+        for k in (first, again):
+            text = "".join(o.get("text", "") for o in nb.cells[k].outputs)
+            assert "✓" not in text, f"{name}: a check of an unsolved exercise says ✓:\n{nb.cells[k].source}\n{text}"
+            assert "○" in text, f"{name}: a check of an unsolved exercise does not say it is open:\n{text}"
+
+
+def test_every_student_notebook_asks_at_least_two_think_questions_answered_for_instructors():
+    """``think`` cells reach students; each is followed, in solutions/, by an instructor answer."""
+    for path in sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        cells = nbformat.read(path, as_version=4).cells
+        think = [i for i, c in enumerate(cells) if "think" in c.metadata.get("tags", [])]
+        assert len(think) >= 2, f"{path.name} has {len(think)} think cells"
+        for i in think:
+            assert cells[i].cell_type == "markdown" and cells[i].source.startswith(("**Think.**", "**Predict, then run.**"))
+            answer = cells[i + 1]
+            assert course.is_instructor_cell(answer) and "Answer" in answer.source[:40], \
+                f"{path.name} cell {i}: the question has no instructor answer after it"
+        student = nbformat.read(ROOT / "notebooks" / path.name, as_version=4).cells
+        assert [c.source for c in student if "think" in c.metadata.get("tags", [])] == [cells[i].source for i in think]

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from acvm.particle import (ParticleRun, ParticleTracker, colour_histograms, effective_sample_size, estimate,
+from acvm.particle import (ParticleRun, ParticleTracker, colour_histograms, compare_prediction, compare_systematic,
+                           effective_sample_size, estimate,
                            hellinger_distance, kalman_filter, nearly_constant_velocity, predict, random_walk, resample,
                            resample_multinomial, resample_stratified, resample_systematic, update)
 
@@ -225,3 +226,64 @@ def test_particle_run_and_its_view():
     plt.close(fig)
     with pytest.raises(IndexError):
         run.draw(8)
+
+
+def _chol_predict(particles, Phi, Q, rng):
+    rng = np.random.default_rng(rng)
+    return particles @ Phi.T + rng.standard_normal(particles.shape) @ np.linalg.cholesky(Q).T
+
+
+def _loop_predict(particles, Phi, Q, rng):
+    rng = np.random.default_rng(rng)
+    return particles @ Phi.T + np.array([rng.multivariate_normal(np.zeros(len(Q)), Q) for _ in particles])
+
+
+def test_predict_check_accepts_any_correct_noise_and_names_each_mistake():
+    """Notebook 01's check tests the noise's distribution, not the reference's random stream."""
+    ncv, rw = nearly_constant_velocity(1.0), random_walk(2.0)
+    x = 10 + np.random.default_rng(1).normal(size=(4000, 4)) * 10
+    for right in (predict, _chol_predict, _loop_predict):
+        assert compare_prediction(right(x, ncv.Phi, ncv.Q, 3), None, x, ncv.Phi, ncv.Q, 3) is None
+        assert compare_prediction(right(x[:, :2], rw.Phi, rw.Q, 4), None, x[:, :2], rw.Phi, rw.Q, 4) is None
+    # a different random stream is not the same numbers, yet correct
+    assert not np.allclose(_chol_predict(x, ncv.Phi, ncv.Q, 3), predict(x, ncv.Phi, ncv.Q, 3))
+    wrong = {
+        "covariance": lambda p, Phi, Q, r: p @ Phi.T,                                   # no noise
+        "transposed": lambda p, Phi, Q, r: p @ Phi + predict(0 * p, Phi, Q, r),         # Φ transposed
+        "covariance Q": lambda p, Phi, Q, r: predict(p, Phi, Q / 2, r),                 # std where Q is a variance
+        "shape": lambda p, Phi, Q, r: predict(p, Phi, Q, r)[:-1],
+    }
+    for what, fn in wrong.items():
+        msg = compare_prediction(fn(x, ncv.Phi, ncv.Q, 3), None, x, ncv.Phi, ncv.Q, 3)
+        assert msg is not None and what in msg, (what, msg)
+    # one noise vector shared by every particle: the cloud does not spread
+    shared = lambda p, Phi, Q, r: p @ Phi.T + np.random.default_rng(r).multivariate_normal(np.zeros(4), Q)  # noqa: E731
+    assert "covariance" in compare_prediction(shared(x, ncv.Phi, ncv.Q, 3), None, x, ncv.Phi, ncv.Q, 3)
+    # with Q = 0 only Φx is allowed
+    assert compare_prediction(x @ ncv.Phi.T, None, x, ncv.Phi, 0 * ncv.Q, 0) is None
+    assert "Q = 0" in compare_prediction(x @ ncv.Phi, None, x, ncv.Phi, 0 * ncv.Q, 0)
+
+
+def test_systematic_check_accepts_any_offset_and_rejects_other_schemes():
+    r = np.random.default_rng(3)
+    cases = [(r.random(200) ** 4, 7), (np.eye(8)[2], 6), (np.full(5, 0.2), 8)]
+
+    def other_offset(weights, rng):  # rng.uniform instead of rng.random: a different U, still systematic
+        n = len(weights)
+        c = np.cumsum(weights) / np.sum(weights)
+        u = (np.arange(n) + np.random.default_rng(rng).uniform(0.0, 1.0)) / n
+        return np.minimum(np.searchsorted(c, u, side="right"), n - 1)
+    for w, s in cases:
+        assert compare_systematic(resample_systematic(w, s), None, w, s) is None
+        assert compare_systematic(other_offset(w, s), None, w, s) is None
+    w, s = cases[0]
+    assert "kept" in compare_systematic(resample_multinomial(w, s), None, w, s)
+    assert "integer" in compare_systematic(resample_systematic(w, s) * 1.0, None, w, s)
+    assert "0..199" in compare_systematic(resample_systematic(w, s) + 1, None, w, s)
+
+
+def test_predict_check_names_a_biased_noise():
+    ncv = nearly_constant_velocity(1.0)
+    x = 10 + np.random.default_rng(1).normal(size=(4000, 4)) * 10
+    msg = compare_prediction(predict(x, ncv.Phi, ncv.Q, 3) + 0.5, None, x, ncv.Phi, ncv.Q, 3)
+    assert "mean 0" in msg
