@@ -29,14 +29,15 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["export_deck", "deck_notebook", "widget_figures", "render_math", "reveal_dir", "DECK_SUFFIX"]
+__all__ = ["export_deck", "deck_notebook", "widget_figures", "render_math", "reveal_dir", "strip_markers",
+           "DECK_SUFFIX"]
 
 DECK_SUFFIX = ".slides.html"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 #: reveal.js settings of every deck (https://revealjs.com/config/)
 REVEAL_CONFIG = {
-    "width": 1280, "height": 800,  # the slide's logical size; reveal.js scales it to the screen
+    "width": 1280, "height": 720,  # the slide's logical size (a 16:9 projector); reveal.js scales it to the screen
     "controls": True, "progress": True, "slideNumber": "c/t",
     "hash": True,                  # the URL names the slide, so a reload stays on it
     "transition": "none",          # no animation: code and figures stay readable while moving on
@@ -54,19 +55,38 @@ _TEMPLATE = r"""{%- extends 'reveal/index.html.j2' -%}
 {% endblock footer_js %}
 """
 
+# A slide whose cells are taller than the slide is shrunk to fit it (like a presentation
+# program's "shrink text on overflow"), down to FIT_MIN_SCALE; only a slide that would need less
+# scrolls. Measured with every fragment in place (hidden fragments keep their space).
+FIT_MIN_SCALE = 0.58
 _START = """
-Reveal.initialize(Object.assign(%s, {plugins: [RevealNotes]}));
+function acvmFit(slide) {
+  if (!slide || slide.classList.contains('stack')) return;
+  slide.classList.remove('acvm-fit');
+  slide.style.transform = '';
+  const room = Reveal.getConfig().height, need = slide.scrollHeight;
+  if (need <= room + 1) return;
+  const k = Math.max(%(min_scale)s, room / need);
+  slide.classList.add('acvm-fit');
+  slide.style.transform = 'scale(' + k.toFixed(4) + ')';
+  slide.dataset.acvmScale = k.toFixed(4);
+}
+Reveal.initialize(Object.assign(%(config)s, {plugins: [RevealNotes]})).then(() => {
+  Reveal.getSlides().forEach(acvmFit);
+  Reveal.on('slidechanged', e => acvmFit(e.currentSlide));
+});
 """
 
 # a slide taller than the screen scrolls instead of running off its bottom edge
 _EXTRA_CSS = """
 .reveal .slides section { padding: 0 1em; box-sizing: border-box; }
 .reveal .slides section:not(.stack) { max-height: SLIDE_HEIGHTpx; overflow-y: auto; }
+.reveal .slides section.acvm-fit { max-height: none; overflow: visible; transform-origin: top center; }
 .reveal img.acvm-math { display: inline; margin: 0; vertical-align: baseline; }
 .reveal .acvm-math-display { text-align: center; margin: 0.5em 0; }
 .reveal code.acvm-tex { color: #444; background: #f4f4f4; }
 .reveal .acvm-widget-note { font-size: 60%; color: #666; font-style: italic; }
-.reveal .jp-OutputArea-output img { max-height: 640px; width: auto; }
+.reveal .jp-OutputArea-output img { max-height: 560px; width: auto; }
 """
 
 
@@ -208,12 +228,24 @@ def render_math(markdown: str) -> str:
 # the deck
 # ---------------------------------------------------------------------------------------------
 
+#: lines a deck leaves out: nbval's cell markers and the solution markers of the student build
+_MARKER_LINE = re.compile(r"^[ \t]*(# NBVAL_[A-Z_]+|### (BEGIN|END) SOLUTION)[ \t]*(\n|$)", re.M)
+_INLINE_MARKER = re.compile(r"[ \t]*### (BEGIN|END) SOLUTION[ \t]*")
+
+
+def strip_markers(source: str) -> str:
+    """``source`` without the lines (and inline markers) meant for nbval and the student build."""
+    return _INLINE_MARKER.sub(" ", _MARKER_LINE.sub("", source)).rstrip(" ")
+
+
 def deck_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The notebook as the deck shows it (``nb`` is not modified).
 
     Drops ``skip`` cells, turns every widget-view output into the static outputs its widget held,
     removes the widget state (so no widget manager is loaded) and draws the maths of markdown
-    cells. Instructor notes keep their ``notes`` slide type and become speaker notes.
+    cells. Lines that only the test harness and the student build read (``# NBVAL_...`` comments,
+    the solution markers) are removed, so the audience never sees them. Instructor notes keep
+    their ``notes`` slide type and become speaker notes.
     """
     out = copy.deepcopy(nb)
     state = out.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
@@ -222,6 +254,7 @@ def deck_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         slide_type = cell.metadata.get("slideshow", {}).get("slide_type", "-")
         if slide_type == "skip":
             continue
+        cell.source = strip_markers(cell.source)
         if cell.cell_type == "code":
             outputs = []
             for o in cell.get("outputs", []):
@@ -321,7 +354,7 @@ def export_deck(notebook_path: str | Path, out_dir: str | Path, theme: str = "wh
                   lambda m: inline.get(m.group(1), m.group(0)), body)
     scripts = "\n".join([_script((rdir / "dist" / "reveal.js").read_text()),
                          _script((rdir / "plugin" / "notes" / "notes.js").read_text()),
-                         _script(_START % json.dumps(REVEAL_CONFIG))])
+                         _script(_START % {"config": json.dumps(REVEAL_CONFIG), "min_scale": FIT_MIN_SCALE})])
     body = body.replace("<!-- ACVM_REVEAL_SCRIPTS -->", scripts, 1)
     if prefix in body:
         raise RuntimeError("nbconvert's reveal template changed: a reveal.js link was not inlined")

@@ -74,6 +74,18 @@ def test_deck_notebook_shows_the_saved_figure_and_drops_skip_cells():
     assert [c.source[:13] for c in deck.cells[1:4]] == ["player.widget", "**Instructor ", "other.widget("]
 
 
+def test_decks_never_show_test_harness_comments_or_solution_markers():
+    code = nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\ndef f(x):\n    ### BEGIN SOLUTION\n    return x\n"
+                                     "    ### END SOLUTION\nprint(f(1))  # NBVAL_ kept only as a whole line\n")
+    md = nbformat.v4.new_markdown_cell("Answer: ### BEGIN SOLUTION\nit drifts\n### END SOLUTION\n")
+    deck = slides.deck_notebook(nbformat.v4.new_notebook(cells=[code, md]))
+    assert deck.cells[0].source == "def f(x):\n    return x\nprint(f(1))  # NBVAL_ kept only as a whole line\n"
+    assert "SOLUTION" not in deck.cells[1].source and "it drifts" in deck.cells[1].source
+    for path in SOLVED:
+        for cell in slides.deck_notebook(nbformat.read(path, as_version=4)).cells:
+            assert not re.search(r"NBVAL_[A-Z]|(BEGIN|END) SOLUTION", cell.source), f"{path.name}: {cell.source[:80]}"
+
+
 def test_render_math_draws_tex_and_leaves_code_and_prices_alone():
     out = slides.render_math("Softmax $QK^\\top/\\sqrt d$ in `a = $x$` costs $5 and $6.")
     assert out.count('<img class="acvm-math"') == 1
@@ -196,6 +208,22 @@ def test_deck_opens_offline_in_chromium(browser_page, decks, notebook):
         figure = img.screenshot()
         save_artifact(f"deck_{notebook}_widget.png", figure)
         assert not looks_blank(figure) and png_pixels(figure).shape[0] > 100
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("notebook", [p.stem for p in SOLVED])
+def test_every_slide_fits_the_slide_with_its_fragments_shown(browser_page, decks, notebook):
+    """No slide runs off the 1280×720 slide: a long one is shrunk to fit, never below FIT_MIN_SCALE."""
+    errors, blocked = _open_deck(browser_page, decks[notebook])
+    found = browser_page.evaluate("""() => Reveal.getSlides().map((s, i) => {
+        const ix = Reveal.getIndices(s); Reveal.slide(ix.h, ix.v, 999);    // every fragment shown
+        const r = s.getBoundingClientRect(), room = document.querySelector('.reveal .slides').getBoundingClientRect();
+        return {i, over: r.bottom - room.top - room.height, scale: Number(s.dataset.acvmScale || 1),
+                text: (s.innerText || '').slice(0, 40)}; })""")
+    assert len(found) > 5 and errors == []
+    too_tall = [(f["i"], round(f["over"]), f["text"]) for f in found if f["over"] > 2]
+    assert not too_tall, f"{notebook}: slides taller than the slide (index, px over, start): {too_tall}"
+    assert min(f["scale"] for f in found) >= slides.FIT_MIN_SCALE - 1e-6
 
 
 @pytest.mark.browser
