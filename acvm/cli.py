@@ -7,7 +7,7 @@
     acvm train NAME [--steps N] [--data DIR...] [--synthetic-fraction F] [--seed S] [--out FILE] [--resume]
                [--threads N]
     acvm data synth OUT_DIR [--seed S] [--frames N] [--occlusion] [--distractor]
-    acvm course build | check | execute NOTEBOOK... | slides [NOTEBOOK...] --out DIR
+    acvm course build | check | execute NOTEBOOK... | slides [NOTEBOOK...] --out DIR | nbgrader [NOTEBOOK...] --out DIR
 """
 from __future__ import annotations
 
@@ -629,9 +629,16 @@ def _cmd_course(args) -> int:
             print(f"executed {nb} in {seconds:.1f} s")
         return 0
     if args.action == "slides":
-        written = course.slides(args.notebooks, args.out, root=args.root)
+        written = course.slides(args.notebooks, args.out or "slides", root=args.root)
         for w in written:
             print(f"slides written to {w}")
+        return 0
+    if args.action == "nbgrader":
+        out = Path(args.out or "nbgrader")
+        written = course.nbgrader_course(out, args.notebooks or None, root=args.root)
+        print(f"nbgrader course with {len(written)} assignments in {out}/source; then, in {out}: "
+              f"nbgrader generate_assignment {written[0].stem}, and after collecting the work under "
+              f"submitted/<student>/{written[0].stem}/: nbgrader autograde {written[0].stem}")
         return 0
     return 2
 
@@ -732,10 +739,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trackers", help="comma-separated tracker names (default: all)")
     s.set_defaults(fn=_cmd_toolkit_lite_config)
 
-    s = sub.add_parser("course", help="build, check, execute or export the notebooks")
-    s.add_argument("action", choices=["build", "check", "execute", "slides"])
-    s.add_argument("notebooks", nargs="*", help="notebooks (execute, slides)")
-    s.add_argument("--out", default="slides", help="output folder for slides")
+    s = sub.add_parser("course", help="build, check, execute or export the notebooks (slides, an nbgrader course)")
+    s.add_argument("action", choices=["build", "check", "execute", "slides", "nbgrader"])
+    s.add_argument("notebooks", nargs="*", help="solved notebooks (execute, slides, nbgrader; default: all)")
+    s.add_argument("--out", default=None, help="output folder (slides: slides/, nbgrader: nbgrader/)")
     s.add_argument("--root", default=None, help="the course folder holding solutions/ and notebooks/")
     s.set_defaults(fn=_cmd_course)
     return p

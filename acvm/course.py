@@ -4,11 +4,15 @@
 from it by
 
 * replacing every ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` block in a code cell with a
-  ``raise NotImplementedError`` at the same indentation (the markers are nbgrader's, but nbgrader
-  itself also needs its cell metadata, which these notebooks do not carry yet),
-  and in a markdown cell with ``*Your answer here.*``;
+  ``raise NotImplementedError`` at the same indentation, and in a markdown cell with
+  ``*Your answer here.*``;
 * dropping the instructor notes (cells tagged ``instructor``);
 * clearing outputs and execution counts.
+
+:func:`nbgrader_course` writes the same notebooks as an nbgrader course instead (``acvm course
+nbgrader --out DIR``): exercise cells become nbgrader solution cells, each check cell an
+autograded test cell worth one point (it fails unless the student's function passed), so
+``nbgrader generate_assignment`` and ``nbgrader autograde`` run on the course.
 
 :func:`check` lists the notebooks that differ from what :func:`build` would write; a test runs it.
 """
@@ -22,7 +26,8 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["student_version", "build", "check", "execute", "slides", "slide_problems", "SOLUTION_BEGIN",
+__all__ = ["student_version", "build", "check", "execute", "slides", "slide_problems", "nbgrader_version",
+           "nbgrader_course", "CHECK_CALL", "SOLUTION_BEGIN",
            "SOLUTION_END", "INSTRUCTOR_TAG", "SLIDE_TYPES"]
 
 SOLUTION_BEGIN = "### BEGIN SOLUTION"
@@ -45,6 +50,71 @@ def _strip_markdown(source: str, where: str) -> str:
     if source.count(SOLUTION_BEGIN) != source.count(SOLUTION_END):
         raise ValueError(f"{where}: unbalanced solution markers")
     return _BLOCK.sub(lambda m: f"{m.group(1)}*Your answer here.*\n", source)
+
+
+#: an exercise's check: ``use_fn = check(fn, reference, ...)`` (acvm.exercise.check)
+CHECK_CALL = re.compile(r"^(\w+) = check\((\w+)\b", re.M)
+_DEF = re.compile(r"^def (\w+)\(", re.M)
+
+
+def nbgrader_version(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+    """The solved notebook ``nb`` as an nbgrader *source* notebook (``nb`` is not modified).
+
+    Instructor notes are dropped and outputs cleared, as for students; each exercise cell (the
+    one holding the solution markers) becomes an nbgrader solution cell named after its
+    function, and each check cell a locked, autograded test cell worth one point: it ends with
+    ``assert use_fn is fn``, which holds only when :func:`acvm.exercise.check` accepted the
+    student's function. ``nbgrader generate_assignment`` then replaces the solutions.
+    """
+    out = copy.deepcopy(nb)
+    cells = []
+    for i, cell in enumerate(out.cells):
+        if is_instructor_cell(cell):
+            continue
+        cell.metadata.pop("nbgrader", None)
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+            cell.metadata.pop("execution", None)
+            if SOLUTION_BEGIN in cell.source:
+                _strip_code(cell.source, f"{name}, cell {i}")     # the markers must balance
+                fn = _DEF.search(cell.source)
+                cell.metadata["nbgrader"] = {"solution": True, "grade": False, "locked": False, "task": False,
+                                             "grade_id": fn.group(1) if fn else f"cell{i}", "schema_version": 3}
+            checks = CHECK_CALL.findall(cell.source)
+            if checks:
+                cell.source = cell.source.rstrip("\n") + "".join(
+                    f"\nassert {bound} is {student}, \"{student} does not pass its check yet (see the line above)\""
+                    for bound, student in checks)
+                cell.metadata["nbgrader"] = {"solution": False, "grade": True, "locked": True, "task": False,
+                                             "points": len(checks), "schema_version": 3,
+                                             "grade_id": "check_" + "_".join(s for _, s in checks)}
+        cells.append(cell)
+    out.cells = cells
+    return out
+
+
+def nbgrader_course(out: str | Path, notebooks: list[str | Path] | None = None, root: str | Path = ".") -> list[Path]:
+    """Write an nbgrader course to ``out``: ``source/<stem>/<stem>.ipynb`` per notebook (one
+    assignment each; default: every solved notebook) and an ``nbgrader_config.py``. Returns the
+    written notebooks. Then, in ``out``: ``nbgrader generate_assignment 01_particle_filter``,
+    collect the students' work under ``submitted/<student>/01_particle_filter/``, and
+    ``nbgrader autograde 01_particle_filter``.
+    """
+    out = Path(out)
+    paths = [Path(p) for p in notebooks] if notebooks else [src for src, _ in _pairs(root)]
+    written = []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        dst = out / "source" / path.stem / path.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(_dumps(nbgrader_version(nb, path.name)))
+        written.append(dst)
+    config = out / "nbgrader_config.py"
+    if not config.exists():
+        config.write_text('c = get_config()  # noqa: F821 - nbgrader defines it\nc.CourseDirectory.course_id = "acvm"\n'
+                          "# autograde runs each notebook top to bottom; the slowest takes about a minute\n"
+                          "c.ExecutePreprocessor.timeout = 300\n")
+    return written
 
 
 def is_instructor_cell(cell) -> bool:

@@ -662,8 +662,8 @@ def draw_d3s(frames: list[dict], frame: int = 0, figsize=(11, 3)):
         ax.set_title(title, fontsize="small")
         ax.set_axis_off()
     if r.get("mask_box") is not None:
-        draw_box(axes[0], r["mask_box"], "#ff1744", "box from mask")
-        draw_box(axes[3], r["mask_box"], "#ff1744")
+        draw_box(axes[0], r["mask_box"], "#D55E00", "box from mask")
+        draw_box(axes[3], r["mask_box"], "#D55E00")
     if truth is not None and truth.any():
         axes[3].contour(truth, levels=[0.5], colors="#00e676", linewidths=1)
     fig.suptitle(f"frame {r.get('index', frame)}", fontsize="small")

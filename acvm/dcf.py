@@ -507,13 +507,13 @@ class ResponseViewer:
         r = self.run(sigma, lam, learning_rate)
         fig, (ax, ax_r) = plt.subplots(1, 2, figsize=figsize, gridspec_kw={"width_ratios": [1.5, 1]})
         ax.imshow(self.frames[frame])
-        draw_box(ax, self.groundtruth[frame], "#00c853", "ground truth")
+        draw_box(ax, self.groundtruth[frame], "#009E73", "ground truth")
         box = r["boxes"][frame]
-        draw_box(ax, box, "#ff1744", "MOSSE")
+        draw_box(ax, box, "#D55E00", "MOSSE")
         prev = r["boxes"][max(frame - 1, 0)]
         cx, cy = prev[0] + prev[2] / 2, prev[1] + prev[3] / 2
         wx, wy = r["window"]
-        draw_box(ax, [cx - wx / 2, cy - wy / 2, wx, wy], "#ffab00", "search window", lw=1, ls="--")
+        draw_box(ax, [cx - wx / 2, cy - wy / 2, wx, wy], "#E69F00", "search window", lw=1, ls="--")
         ax.legend(loc="upper right", fontsize="small", framealpha=0.7)
         ax.set_title(f"{self.name} frame {frame}")
         ax.set_axis_off()

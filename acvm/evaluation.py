@@ -287,11 +287,15 @@ def summarise(results: list[dict], warn: bool = True) -> dict[str, dict[str, flo
 
 
 def plot_success(curves: dict[str, np.ndarray], ax=None, title: str = "Success plot (OPE)"):
-    """Draw success curves ``{label: (21,) curve}``; the legend gives each AUC. Returns the axes."""
+    """Draw success curves ``{label: (21,) curve}``; the legend gives each AUC. Returns the axes.
+
+    Each tracker keeps its colour and line style of every other figure (:func:`acvm.viz.tracker_style`).
+    """
     import matplotlib.pyplot as plt
+    from .viz import tracker_style
     ax = ax or plt.gca()
     for label, c in sorted(curves.items(), key=lambda kv: -np.mean(kv[1])):
-        ax.plot(SUCCESS_THRESHOLDS, c, label=f"{label} [{np.mean(c):.3f}]")
+        ax.plot(SUCCESS_THRESHOLDS, c, label=f"{label} [{np.mean(c):.3f}]", **tracker_style(label))
     ax.set(xlabel="overlap threshold", ylabel="success rate", xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="lower left")
@@ -301,9 +305,10 @@ def plot_success(curves: dict[str, np.ndarray], ax=None, title: str = "Success p
 def plot_precision(curves: dict[str, np.ndarray], ax=None, title: str = "Precision plot (OPE)"):
     """Draw precision curves ``{label: (51,) curve}`` over 0..50 px; the legend gives precision at 20 px."""
     import matplotlib.pyplot as plt
+    from .viz import tracker_style
     ax = ax or plt.gca()
     for label, c in sorted(curves.items(), key=lambda kv: -kv[1][20]):
-        ax.plot(PRECISION_THRESHOLDS, c, label=f"{label} [{c[20]:.3f}]")
+        ax.plot(PRECISION_THRESHOLDS, c, label=f"{label} [{c[20]:.3f}]", **tracker_style(label))
     ax.set(xlabel="location error threshold (px)", ylabel="precision", xlim=(0, 50), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="lower right")

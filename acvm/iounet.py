@@ -412,19 +412,19 @@ class OverlapMaximisationView:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.3), gridspec_kw={"width_ratios": [1, 1.3]})
         axes[0].imshow(self.crop)
         if self.gt is not None:
-            draw_box(axes[0], self.gt, "#00c853", "ground truth", lw=2.5)
+            draw_box(axes[0], self.gt, "#009E73", "ground truth", lw=2.5)
         for b, score in zip(self.history[step], self.ious[step]):
             draw_box(axes[0], b, cm.plasma(float(np.clip(score, 0, 1))), lw=1.3)
         axes[0].set_title(f"step {step}: boxes coloured by predicted IoU")
         axes[0].set_axis_off()
         steps = np.arange(T + 1)
         for k in range(self.history.shape[1]):
-            axes[1].plot(steps, self.ious[:, k], "-", color="#2979ff", alpha=0.6, lw=1)
+            axes[1].plot(steps, self.ious[:, k], "-", color="#0072B2", alpha=0.6, lw=1)
             if self.true is not None:
-                axes[1].plot(steps, self.true[:, k], "--", color="#ff1744", alpha=0.6, lw=1)
-        axes[1].plot([], [], "-", color="#2979ff", label="predicted IoU")
+                axes[1].plot(steps, self.true[:, k], "--", color="#D55E00", alpha=0.6, lw=1)
+        axes[1].plot([], [], "-", color="#0072B2", label="predicted IoU")
         if self.true is not None:
-            axes[1].plot([], [], "--", color="#ff1744", label="true IoU")
+            axes[1].plot([], [], "--", color="#D55E00", label="true IoU")
         axes[1].axvline(step, color="grey", lw=0.8)
         axes[1].set_xlabel("gradient-ascent step")
         axes[1].set_ylabel("IoU")

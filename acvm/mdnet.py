@@ -659,9 +659,9 @@ def draw_candidates(ax, image: np.ndarray, candidates, scores, box=None, hard_ne
     for i in shown[np.argsort(sc[shown])]:
         draw_box(ax, cand[i], cmap(0.5 + 0.5 * sc[i] / lim), lw=0.8)
     for k, hn in enumerate(np.asarray(hard_negatives if hard_negatives is not None else np.zeros((0, 4)))):
-        draw_box(ax, hn, "#ffab00", "hard negatives" if k == 0 else None, lw=1.5, ls="--")
+        draw_box(ax, hn, "#E69F00", "hard negatives" if k == 0 else None, lw=1.5, ls="--")
     if gt is not None:
-        draw_box(ax, gt, "#00c853", "ground truth")
+        draw_box(ax, gt, "#009E73", "ground truth")
     if box is not None:
         draw_box(ax, box, "#ffffff", "MDNet", lw=2.5)
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(-lim, lim))

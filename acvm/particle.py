@@ -504,12 +504,12 @@ def draw_particles(run: ParticleRun, frame: int = 0, figsize=(10, 4)):
     sc = ax.scatter(p[order, 0] - 0.5, p[order, 1] - 0.5, c=w[order] * len(w), cmap="viridis", s=14,
                     vmin=0, vmax=max(2.0, float(w.max() * len(w))), edgecolors="none")
     fig.colorbar(sc, ax=ax, fraction=0.035, pad=0.02, label="weight × N")
-    draw_box(ax, run.groundtruth[frame], "#00c853", "ground truth")
-    draw_box(ax, run.estimates[frame], "#ff1744", "estimate (weighted mean)")
+    draw_box(ax, run.groundtruth[frame], "#009E73", "ground truth")
+    draw_box(ax, run.estimates[frame], "#D55E00", "estimate (weighted mean)")
     ax.legend(loc="upper right", fontsize="small", framealpha=0.7)
     ax.set_title(f"frame {frame}: ESS {run.ess[frame]:.0f} of {len(w)}")
     ax.set_axis_off()
-    ax_ess.plot(run.ess, color="#2979ff")
+    ax_ess.plot(run.ess, color="#0072B2")
     ax_ess.axvline(frame, color="k", lw=1, ls="--")
     ax_ess.set(xlabel="frame", ylabel="effective sample size", ylim=(0, len(w) * 1.05),
                title="ESS = 1 / Σ w²")

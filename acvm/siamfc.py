@@ -385,9 +385,9 @@ class ScoreMapViewer:
                                  gridspec_kw={"width_ratios": [1.6] + [1] * len(maps)})
         ax = axes[0]
         ax.imshow(self.frames[frame])
-        draw_box(ax, self.groundtruth[frame], "#00c853", "ground truth")
-        draw_box(ax, self.boxes[frame], "#ff1744", "SiamFC")
-        draw_box(ax, self.search_boxes[frame], "#ffab00", "search region", lw=1, ls="--")
+        draw_box(ax, self.groundtruth[frame], "#009E73", "ground truth")
+        draw_box(ax, self.boxes[frame], "#D55E00", "SiamFC")
+        draw_box(ax, self.search_boxes[frame], "#E69F00", "search region", lw=1, ls="--")
         ax.legend(loc="upper right", fontsize="small", framealpha=0.7)
         ax.set_title(f"{self.name} frame {frame}")
         ax.set_axis_off()
@@ -401,7 +401,7 @@ class ScoreMapViewer:
                 py, px = self.peaks[frame]
                 a.plot(px, py, "c+", ms=14, mew=2)
                 for side in a.spines.values():
-                    side.set_edgecolor("#00e5ff")
+                    side.set_edgecolor("#56B4E9")
                     side.set_linewidth(3)
             a.set_xticks([])
             a.set_yticks([])

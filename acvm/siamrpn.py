@@ -540,7 +540,7 @@ def draw_proposals(ax, image: np.ndarray, proposals, scores, top: int = 10, boxe
     p, s = np.asarray(proposals), np.asarray(scores, dtype=np.float64)
     order = np.argsort(-s, kind="stable")[:max(int(top), 0)]
     for rank, i in enumerate(order[::-1]):
-        draw_box(ax, p[i], "#ffab00", "top proposals" if rank == len(order) - 1 else None,
+        draw_box(ax, p[i], "#E69F00", "top proposals" if rank == len(order) - 1 else None,
                  lw=0.6 + 1.4 * float(s[i]), ls="--")
     for k, (label, b) in enumerate((boxes or {}).items()):
         draw_box(ax, b, COLOURS[k % len(COLOURS)], label)

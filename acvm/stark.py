@@ -927,7 +927,7 @@ def draw_stark_frame(record: dict, frame: int | None = None):
     x1, y1, x2, y2 = record["corners"]
     ax = axes[0]
     ax.imshow(crop, extent=(0, S, S, 0))
-    ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="#ff1744", lw=2))
+    ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="#D55E00", lw=2))
     ax.plot([x1, x2], [y1, y2], "o", color="cyan", ms=6)
     ax.set_title(f"search region, frame {record.get('frame', frame) if frame is None else frame}\n"
                  f"confidence {record['confidence']:.2f}", fontsize="small")

@@ -12,13 +12,46 @@ import numpy as np
 
 from .boxes import as_boxes
 
-__all__ = ["COLOURS", "draw_box", "show_frame", "interactive_view", "SequencePlayer"]
+__all__ = ["COLOURS", "GROUND_TRUTH", "TRACKER_STYLES", "tracker_style", "draw_box", "show_frame",
+           "interactive_view", "SequencePlayer"]
 
-#: colours for ground truth and trackers, in order
-COLOURS = ["#00c853", "#ff1744", "#2979ff", "#ffab00", "#d500f9", "#00e5ff", "#ff6d00", "#76ff03"]
+# Okabe & Ito's palette ("Color Universal Design", 2008): eight colours that stay apart for the
+# common colour-vision deficiencies (no red against green)
+_VERMILLION, _BLUE, _GREEN, _ORANGE = "#D55E00", "#0072B2", "#009E73", "#E69F00"
+_PURPLE, _SKY, _YELLOW, _BLACK, _GREY = "#CC79A7", "#56B4E9", "#F0E442", "#000000", "#999999"
+
+#: the ground truth's colour in every figure (bluish green; no tracker uses it)
+GROUND_TRUTH = _GREEN
+#: colours for ground truth and then other boxes or curves, in order (colour-blind safe)
+COLOURS = [GROUND_TRUTH, _VERMILLION, _BLUE, _ORANGE, _PURPLE, _SKY, _BLACK, _YELLOW]
+
+#: one look per tracker in every plot of the course, (colour, line style): learned trackers solid,
+#: the hand-crafted ones of acvm dashed, OpenCV's dotted; a variant shares its base's colour
+TRACKER_STYLES = {
+    "siamfc": (_VERMILLION, "-"), "siamrpn": (_BLUE, "-"), "mdnet": (_ORANGE, "-"), "atom": (_PURPLE, "-"),
+    "d3s": (_SKY, "-"), "stark": (_BLACK, "-"), "stark-st": (_BLACK, "-."),
+    "dcf": (_VERMILLION, "--"), "mosse": (_BLUE, "--"), "ncc": (_ORANGE, "--"), "particle": (_PURPLE, "--"),
+    "opencv-csrt": (_BLACK, ":"), "opencv-kcf": (_SKY, ":"), "opencv-mosse": (_BLUE, ":"),
+    "opencv-mil": (_PURPLE, ":"), "opencv-medianflow": (_ORANGE, ":"), "opencv-boosting": (_VERMILLION, ":"),
+    "opencv-tld": (_GREY, ":"),
+}
 
 
-def draw_box(ax, box, colour: str = "#ff1744", label: str | None = None, lw: float = 2.0, ls: str = "-"):
+def tracker_style(name: str) -> dict:
+    """``{"color", "linestyle"}`` of a tracker's curves and boxes, the same in every figure.
+
+    A name outside :data:`TRACKER_STYLES` gets a colour of :data:`COLOURS` chosen by the name
+    (stable between runs), never the ground truth's.
+    """
+    if name in TRACKER_STYLES:
+        colour, ls = TRACKER_STYLES[name]
+    else:
+        import zlib
+        colour, ls = COLOURS[1 + zlib.crc32(name.encode()) % (len(COLOURS) - 1)], "-"
+    return {"color": colour, "linestyle": ls}
+
+
+def draw_box(ax, box, colour: str = _VERMILLION, label: str | None = None, lw: float = 2.0, ls: str = "-"):
     """Draw one xywh box on a matplotlib axes (image coordinates: pixel i spans [i, i+1))."""
     import matplotlib.patches as patches
     x, y, w, h = as_boxes(box)
@@ -31,10 +64,12 @@ def draw_box(ax, box, colour: str = "#ff1744", label: str | None = None, lw: flo
 
 
 def show_frame(ax, image: np.ndarray, boxes: dict | None = None, title: str | None = None):
-    """Show a frame with named boxes ``{label: box}``; the first label is drawn in green (ground truth)."""
+    """Show a frame with named boxes ``{label: box}``: the first label in the ground truth's colour,
+    a tracker's name in its own colour (:func:`tracker_style`), other labels in :data:`COLOURS` order."""
     ax.imshow(image)
     for k, (label, box) in enumerate((boxes or {}).items()):
-        draw_box(ax, box, COLOURS[k % len(COLOURS)], label)
+        colour = tracker_style(label)["color"] if k and label in TRACKER_STYLES else COLOURS[k % len(COLOURS)]
+        draw_box(ax, box, colour, label)
     if boxes:
         ax.legend(loc="upper right", fontsize="small", framealpha=0.7)
     if title:
