@@ -163,9 +163,52 @@ _BRACE_ARG = re.compile(r"\\(sqrt|mathbf|mathbb|mathrm|mathcal|mathit|tilde|hat|
 _SIZERS = re.compile(r"\\[Bb]igg?[lr]?(?![A-Za-z])")
 
 
+def _braced(tex: str, start: int) -> int:
+    """Index just past the ``{...}`` group that opens at ``tex[start]`` (braces nest)."""
+    depth = 0
+    for k in range(start, len(tex)):
+        depth += {"{": 1, "}": -1}.get(tex[k], 0)
+        if depth == 0:
+            return k + 1
+    raise ValueError("unbalanced braces")
+
+
+def _underbrace_to_underset(tex: str) -> str:
+    r"""``\underbrace{A}_{B}`` -> ``\underset{B}{A}``: mathtext has no braces under a formula."""
+    while (i := tex.find(r"\underbrace{")) >= 0:
+        a_end = _braced(tex, i + len(r"\underbrace"))
+        body = tex[i + len(r"\underbrace") + 1:a_end - 1]
+        if tex[a_end:a_end + 2] != "_{":
+            tex = tex[:i] + body + tex[a_end:]
+            continue
+        b_end = _braced(tex, a_end + 1)
+        tex = tex[:i] + r"\underset{" + tex[a_end + 2:b_end - 1] + "}{" + body + "}" + tex[b_end:]
+    return tex
+
+
+def _two_row_matrices(tex: str) -> str:
+    r"""A two-row ``bmatrix`` drawn as mathtext can: rows stacked by ``\genfrac`` without a bar."""
+    def repl(m: re.Match) -> str:
+        rows = [r.strip() for r in re.split(r"\\\\", m.group(1)) if r.strip()]
+        if len(rows) != 2:
+            return m.group(0)
+        a, b = (r.replace("&", r"\quad ") for r in rows)
+        return r"\left[\genfrac{}{}{0}{}{" + a + "}{" + b + r"}\right]"
+    return re.sub(r"\\begin\{bmatrix\}(.*?)\\end\{bmatrix\}", repl, tex)
+
+
 def _mathtext_source(tex: str) -> str:
     tex = " ".join(tex.split())  # a newline inside TeX maths is only a space
     tex = _SIZERS.sub("", tex)
+    tex = re.sub(r"\\(le|ge)(?![a-zA-Z])", r"\\\1q", tex)          # mathtext knows \leq, \geq only
+    tex = re.sub(r"\\sqrt\s*(\\[a-zA-Z]+|\w)", r"\\sqrt{\1}", tex)  # \sqrt\rho -> \sqrt{\rho}
+    try:
+        tex = _underbrace_to_underset(tex)
+    except ValueError:
+        pass
+    tex = _two_row_matrices(tex)
+    # \text{a b} keeps its spaces as \mathrm{a\ b} (mathtext drops plain spaces in maths)
+    tex = re.sub(r"\\text\{([^{}]*)\}", lambda m: r"\mathrm{" + m.group(1).replace(" ", r"\ ") + "}", tex)
     tex = tex.replace(r"\text{", r"\mathrm{").replace(r"\operatorname{", r"\mathrm{")
     tex = tex.replace(r"\boldsymbol{", r"\mathbf{")
     return _BRACE_ARG.sub(lambda m: f"\\{m.group(1)}{{{m.group(2)}}}", tex)

@@ -101,6 +101,20 @@ def test_render_math_draws_tex_and_leaves_code_and_prices_alone():
     assert slides.render_math(fenced) == fenced
 
 
+def test_every_formula_of_the_course_draws_and_the_rewrites_mathtext_needs():
+    """No formula of a solved notebook reaches a deck as raw TeX (issue 22 found seven that did)."""
+    for path in SOLVED:
+        for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if cell.cell_type == "markdown":
+                html_text = slides.render_math(cell.source)
+                assert 'class="acvm-tex"' not in html_text, f"{path.name} cell {i}: a formula stays TeX: {html_text[:300]}"
+    src = slides._mathtext_source
+    assert src(r"a \le b \ge c \leq d") == r"a \leq b \geq c \leq d"
+    assert src(r"1/(2\sqrt\rho - 1)") == r"1/(2\sqrt{\rho} - 1)"
+    assert src(r"\underbrace{p(y)}_{\text{the likelihood}}") == r"\underset{\mathrm{the\ likelihood}}{p(y)}"
+    assert src(r"\begin{bmatrix}1 & t\\ 0 & 1\end{bmatrix}") == r"\left[\genfrac{}{}{0}{}{1 \quad  t}{0 \quad  1}\right]"
+
+
 def test_math_images_sit_on_the_baseline():
     """A formula with a descender (subscript) hangs below the text line, one without does not."""
     def valign(tex):
