@@ -629,7 +629,7 @@ def _cmd_course(args) -> int:
             print(f"executed {nb} in {seconds:.1f} s")
         return 0
     if args.action == "slides":
-        written = course.slides(args.notebooks, args.out or "slides", root=args.root)
+        written = course.slides(args.notebooks, args.out or "slides", root=args.root, lecture=args.lecture)
         for w in written:
             print(f"slides written to {w}")
         return 0
@@ -743,6 +743,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=["build", "check", "execute", "slides", "nbgrader"])
     s.add_argument("notebooks", nargs="*", help="solved notebooks (execute, slides, nbgrader; default: all)")
     s.add_argument("--out", default=None, help="output folder (slides: slides/, nbgrader: nbgrader/)")
+    s.add_argument("--lecture", action="store_true",
+                   help="slides: one deck, lecture.slides.html, of the slides tagged 'lecture' (the 90-minute path)")
     s.add_argument("--root", default=None, help="the course folder holding solutions/ and notebooks/")
     s.set_defaults(fn=_cmd_course)
     return p

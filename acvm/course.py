@@ -27,7 +27,7 @@ from pathlib import Path
 import nbformat
 
 __all__ = ["student_version", "build", "check", "execute", "slides", "slide_problems", "nbgrader_version",
-           "nbgrader_course", "CHECK_CALL", "SOLUTION_BEGIN",
+           "nbgrader_course", "lecture_plan", "CHECK_CALL", "SOLUTION_BEGIN",
            "SOLUTION_END", "INSTRUCTOR_TAG", "SLIDE_TYPES"]
 
 SOLUTION_BEGIN = "### BEGIN SOLUTION"
@@ -115,6 +115,34 @@ def nbgrader_course(out: str | Path, notebooks: list[str | Path] | None = None, 
                           "# autograde runs each notebook top to bottom; the slowest takes about a minute\n"
                           "c.ExecutePreprocessor.timeout = 300\n")
     return written
+
+
+def lecture_plan(root: str | Path = ".") -> list[dict]:
+    """Per solved notebook, what the 90-minute lecture shows and what it leaves for the lab.
+
+    Returns dicts with ``notebook`` (stem), ``shown`` (the ``## N. title`` sections that hold a
+    slide tagged ``lecture``), ``lab`` (the other sections), ``exercises`` (function names) and
+    ``think`` (how many think questions). The lecture guide's table is written from it, and a
+    test keeps the two in step.
+    """
+    from .slides import LECTURE_TAG, _slide_groups
+    plan = []
+    for src, _ in _pairs(root):
+        nb = nbformat.read(src, as_version=4)
+        sections, shown, section = [], [], None
+        for group in _slide_groups(nb.cells):
+            first = group[0]
+            title = first.source.split("\n")[0]
+            if first.cell_type == "markdown" and re.match(r"## \d+\. ", title):
+                section = title[3:]
+                sections.append(section)
+            if section and LECTURE_TAG in first.metadata.get("tags", []) and section not in shown:
+                shown.append(section)
+        plan.append({"notebook": src.stem, "shown": shown, "lab": [s for s in sections if s not in shown],
+                     "exercises": [m for c in nb.cells if SOLUTION_BEGIN in c.source and not is_instructor_cell(c)
+                                   for m in _DEF.findall(c.source)],
+                     "think": sum("think" in c.metadata.get("tags", []) for c in nb.cells)})
+    return plan
 
 
 def is_instructor_cell(cell) -> bool:
@@ -255,11 +283,15 @@ def execute(path: str | Path, timeout: int = 600) -> float:
     return seconds
 
 
-def slides(notebooks: list[str | Path], out_dir: str | Path, root: str | Path | None = None) -> list[Path]:
-    """Export notebooks (default: every solved notebook) to self-contained reveal.js HTML decks."""
-    from .slides import export_deck
+def slides(notebooks: list[str | Path], out_dir: str | Path, root: str | Path | None = None,
+           lecture: bool = False) -> list[Path]:
+    """Export notebooks (default: every solved notebook) to self-contained reveal.js HTML decks;
+    with ``lecture``, one deck ``lecture.slides.html`` of their slides tagged ``lecture``."""
+    from .slides import export_deck, export_lecture
     if not notebooks:
         notebooks = [src for src, _ in _pairs(root or ".")]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if lecture:
+        return [export_lecture([Path(nb) for nb in notebooks], out_dir)]
     return [export_deck(Path(nb), out_dir) for nb in notebooks]

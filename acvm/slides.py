@@ -30,9 +30,11 @@ from pathlib import Path
 import nbformat
 
 __all__ = ["export_deck", "deck_notebook", "widget_figures", "render_math", "reveal_dir", "strip_markers",
-           "DECK_SUFFIX"]
+           "lecture_notebook", "export_lecture", "LECTURE_TAG", "DECK_SUFFIX"]
 
 DECK_SUFFIX = ".slides.html"
+#: the tag on the first cell of a (sub)slide that the 90-minute lecture shows (docs/lecture_guide.md)
+LECTURE_TAG = "lecture"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 #: reveal.js settings of every deck (https://revealjs.com/config/)
@@ -406,3 +408,53 @@ def export_deck(notebook_path: str | Path, out_dir: str | Path, theme: str = "wh
     out = out_dir / (notebook_path.stem + DECK_SUFFIX)
     out.write_text(body, encoding="utf-8")
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the 90-minute lecture: the slides tagged `lecture` of every notebook, in one deck
+# ---------------------------------------------------------------------------------------------
+
+def _slide_groups(cells: list) -> list[list]:
+    """Cells grouped by (sub)slide: each group starts at a ``slide`` or ``subslide`` cell."""
+    groups: list[list] = []
+    for cell in cells:
+        kind = cell.metadata.get("slideshow", {}).get("slide_type", "-")
+        if kind == "skip":
+            continue
+        if kind in ("slide", "subslide") or not groups:
+            groups.append([])
+        groups[-1].append(cell)
+    return groups
+
+
+def lecture_notebook(notebooks: list[nbformat.NotebookNode]) -> nbformat.NotebookNode:
+    """One notebook of the lecture's slides: of each notebook its title slide and every
+    (sub)slide whose first cell is tagged ``lecture``, as vertical slides below the title.
+    Speaker notes go along with their slide; widget views keep their saved figures."""
+    out = nbformat.v4.new_notebook()
+    state: dict = {}
+    for nb in notebooks:
+        groups = _slide_groups(copy.deepcopy(nb.cells))
+        if not groups:
+            continue
+        title, rest = groups[0], groups[1:]
+        title[0].metadata.setdefault("slideshow", {})["slide_type"] = "slide"
+        out.cells.extend(title)
+        for group in rest:
+            if LECTURE_TAG in group[0].metadata.get("tags", []):
+                group[0].metadata.setdefault("slideshow", {})["slide_type"] = "subslide"
+                out.cells.extend(group)
+        state.update(nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {}))
+    out.metadata["widgets"] = {WIDGET_STATE: {"state": state, "version_major": 2, "version_minor": 0}}
+    out.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    return out
+
+
+def export_lecture(notebook_paths: list[str | Path], out_dir: str | Path, theme: str = "white") -> Path:
+    """Write ``out_dir/lecture.slides.html``: the 90-minute path through the notebooks as one deck."""
+    import tempfile
+    nb = lecture_notebook([nbformat.read(p, as_version=4) for p in notebook_paths])
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "lecture.ipynb"
+        nbformat.write(nb, src)
+        return export_deck(src, out_dir, theme)

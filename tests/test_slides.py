@@ -86,6 +86,39 @@ def test_decks_never_show_test_harness_comments_or_solution_markers():
             assert not re.search(r"NBVAL_[A-Z]|(BEGIN|END) SOLUTION", cell.source), f"{path.name}: {cell.source[:80]}"
 
 
+def test_lecture_deck_takes_each_title_and_the_tagged_slides_only():
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    def nb(n):
+        return nbformat.v4.new_notebook(cells=[
+            md(f"# {n}\n\n**Learning goals.**", metadata={"slideshow": {"slide_type": "slide"}}),
+            code("import x", metadata={"slideshow": {"slide_type": "skip"}}),
+            md(f"## 1. shown {n}", metadata={"slideshow": {"slide_type": "slide"}, "tags": [slides.LECTURE_TAG]}),
+            code(f"fig_{n}()", metadata={"slideshow": {"slide_type": "fragment"}}),
+            md("**Instructor notes.** ask", metadata={"slideshow": {"slide_type": "notes"}, "tags": ["instructor"]}),
+            md(f"## 2. lab only {n}", metadata={"slideshow": {"slide_type": "slide"}}),
+            code(f"exercise_{n}()", metadata={"slideshow": {"slide_type": "-"}})])
+    out = slides.lecture_notebook([nb("a"), nb("b")])
+    text = [c.source for c in out.cells]
+    assert text == ["# a\n\n**Learning goals.**", "## 1. shown a", "fig_a()", "**Instructor notes.** ask",
+                    "# b\n\n**Learning goals.**", "## 1. shown b", "fig_b()", "**Instructor notes.** ask"]
+    kinds = [c.metadata["slideshow"]["slide_type"] for c in out.cells]
+    assert kinds == ["slide", "subslide", "fragment", "notes"] * 2
+
+
+def test_lecture_guide_plans_90_minutes_from_the_tags():
+    """The guide's 90-minute table names, per notebook, exactly the sections whose slides are tagged."""
+    guide = (ROOT / "docs" / "lecture_guide.md").read_text()
+    table = guide.split("## The 90-minute lecture", 1)[1].split("\n## ", 1)[0]
+    rows = {m.group(1): (int(m.group(2)), m.group(3)) for m in re.finditer(r"^\| (\d\d) \| (\d+) \| ([^|]*) \|", table, re.M)}
+    plan = {p["notebook"][:2]: p for p in course.lecture_plan(ROOT)}
+    assert set(rows) == set(plan), "the table must have one row per notebook"
+    assert sum(m for m, _ in rows.values()) <= 90
+    for k, (minutes, shown) in rows.items():
+        assert plan[k]["shown"], f"notebook {k} shows nothing in the lecture"
+        listed = re.findall(r"§(\d+)\.", shown)
+        assert listed == [s.split(".")[0] for s in plan[k]["shown"]], f"notebook {k}: the guide and the tags disagree"
+
+
 def test_render_math_draws_tex_and_leaves_code_and_prices_alone():
     out = slides.render_math("Softmax $QK^\\top/\\sqrt d$ in `a = $x$` costs $5 and $6.")
     assert out.count('<img class="acvm-math"') == 1
@@ -163,7 +196,9 @@ def browser_page():
 @pytest.fixture(scope="module")
 def decks(tmp_path_factory):
     out = tmp_path_factory.mktemp("decks")
-    return {p.stem: slides.export_deck(p, out) for p in SOLVED}
+    made = {p.stem: slides.export_deck(p, out) for p in SOLVED}
+    made["lecture"] = slides.export_lecture(SOLVED, out)
+    return made
 
 
 def _open_deck(page, path):
@@ -225,7 +260,7 @@ def test_deck_opens_offline_in_chromium(browser_page, decks, notebook):
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("notebook", [p.stem for p in SOLVED])
+@pytest.mark.parametrize("notebook", [p.stem for p in SOLVED] + ["lecture"])
 def test_every_slide_fits_the_slide_with_its_fragments_shown(browser_page, decks, notebook):
     """No slide runs off the 1280×720 slide: a long one is shrunk to fit, never below FIT_MIN_SCALE."""
     errors, blocked = _open_deck(browser_page, decks[notebook])
@@ -243,7 +278,7 @@ def test_every_slide_fits_the_slide_with_its_fragments_shown(browser_page, decks
 @pytest.mark.browser
 def test_speaker_view_shows_the_instructor_note_when_its_slide_appears(browser_page, decks):
     """Press s on a slide with an instructor note: reveal.js opens its speaker view, offline."""
-    with_notes = [n for n in decks if "aside class=\"notes\"" in decks[n].read_text()]
+    with_notes = [n for n in decks if n != "lecture" and "aside class=\"notes\"" in decks[n].read_text()]
     if not with_notes:
         pytest.skip("no solved notebook has instructor notes yet")
     page = browser_page
