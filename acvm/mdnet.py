@@ -305,7 +305,8 @@ def _classifier_scores(head: nn.Module, features: torch.Tensor, chunk: int = 204
 
 
 def fine_tune(head: nn.Module, pos: torch.Tensor, neg: torch.Tensor, iterations: int, lr: float,
-              rng: np.random.Generator, settings: MDNetSettings = MDNetSettings()) -> list[np.ndarray]:
+              rng: np.random.Generator, settings: MDNetSettings = MDNetSettings(),
+              mine=mine_hard_negatives) -> list[np.ndarray]:
     """Fine-tune ``head`` (fc4, fc5, fc6) on pooled features with hard negative mining.
 
     Each of the ``iterations`` SGD steps takes ``batch_pos`` positives (cycling through a
@@ -316,6 +317,8 @@ def fine_tune(head: nn.Module, pos: torch.Tensor, neg: torch.Tensor, iterations:
     Args:
         head: ``nn.Sequential(fc4, fc5, fc6)`` mapping ``(N, F)`` pooled features to ``(N, 2)`` logits.
         pos, neg: ``(P, F)`` and ``(M, F)`` float32 pooled features.
+        mine: ``mine(scores, num) -> indices``, the hard negative mining (notebook 04 passes the
+            student's own).
     Returns:
         the indices into ``neg`` of the hard negatives of every step.
     """
@@ -335,7 +338,7 @@ def fine_tune(head: nn.Module, pos: torch.Tensor, neg: torch.Tensor, iterations:
         pb = pos_order[p_at:p_at + s.batch_pos]
         p_at += s.batch_pos
         pool_idx = rng.choice(len(neg), size=min(s.batch_test, len(neg)), replace=False)
-        hard = pool_idx[mine_hard_negatives(_classifier_scores(head, neg[pool_idx]).numpy(), s.batch_neg)]
+        hard = pool_idx[mine(_classifier_scores(head, neg[pool_idx]).numpy(), s.batch_neg)]
         mined.append(hard)
         x = torch.cat([pos[pb], neg[hard]])
         y = torch.cat([torch.ones(len(pb), dtype=torch.long), torch.zeros(len(hard), dtype=torch.long)])
@@ -359,6 +362,8 @@ class MDNetTracker(Tracker):
         settings: an :class:`MDNetSettings`; keyword ``overrides`` replace its fields
             (``MDNetTracker(online_update=False)``).
         model: an already built :class:`MDNet` (used instead of ``weights``).
+        mine: the hard negative mining, ``mine(scores, num) -> indices`` (default
+            :func:`mine_hard_negatives`; notebook 04 runs the tracker on the student's).
 
     After ``update`` it exposes
 
@@ -375,9 +380,10 @@ class MDNetTracker(Tracker):
     name = "mdnet"
 
     def __init__(self, weights=None, settings: MDNetSettings | None = None, model: MDNet | None = None,
-                 **overrides):
+                 mine=None, **overrides):
         super().__init__()
         self.settings = replace(settings or MDNetSettings(), **overrides)
+        self.mine = mine or mine_hard_negatives
         if model is None:
             if weights == "random":
                 torch.manual_seed(self.settings.seed)
@@ -443,7 +449,7 @@ class MDNetTracker(Tracker):
         neg = samples_in_iou_range(uniform_samples, box, s.n_neg_init, s.neg_trans_init, s.neg_scale, self.rng,
                                    0.0, s.neg_iou_init)
         pos_f, neg_f = self.pool(feats, geo, pos), self.pool(feats, geo, neg)
-        fine_tune(self.head, pos_f, neg_f, s.init_iterations, s.lr_init, self.rng, s)
+        fine_tune(self.head, pos_f, neg_f, s.init_iterations, s.lr_init, self.rng, s, self.mine)
 
         if s.bbreg:
             reg_boxes = samples_in_iou_range(uniform_samples, box, s.n_bbreg, s.bbreg_trans, s.bbreg_scale, self.rng,
@@ -489,7 +495,7 @@ class MDNetTracker(Tracker):
             neg = samples_in_iou_range(uniform_samples, box, s.n_neg_update, s.neg_trans, s.neg_scale, self.rng,
                                        0.0, s.neg_iou)
             neg_f = self.pool(feats, geo, neg)
-            hard = neg[mine_hard_negatives(self.score(neg_f), s.n_hard_shown)]
+            hard = neg[self.mine(self.score(neg_f), s.n_hard_shown)]
             if s.online_update:
                 self.pos_memory = (self.pos_memory + [self.pool(feats, geo, pos)])[-s.n_frames_long:]
                 self.neg_memory = (self.neg_memory + [neg_f])[-s.n_frames_short:]
@@ -511,7 +517,7 @@ class MDNetTracker(Tracker):
     def _fine_tune(self, pos_memory) -> None:
         s = self.settings
         fine_tune(self.head, torch.cat(pos_memory), torch.cat(self.neg_memory), s.update_iterations,
-                  s.lr_update, self.rng, s)
+                  s.lr_update, self.rng, s, self.mine)
 
 
 # --- pre-training ----------------------------------------------------------------------------------

@@ -391,6 +391,8 @@ class SiamRPNTracker(Tracker):
         settings: a :class:`SiamRPNSettings`; keyword ``overrides`` replace its fields.
         model: an already built :class:`SiamRPN` (used instead of ``weights``).
         device: where the network runs (default cpu: one frame is too small to gain on a GPU).
+        decode: ``decode(deltas, anchors) -> boxes`` (default :func:`acvm.rpn.decode`; notebook 06
+            runs the tracker on the student's).
 
     After ``update`` it exposes
 
@@ -406,8 +408,9 @@ class SiamRPNTracker(Tracker):
     name = "siamrpn"
 
     def __init__(self, weights=None, settings: SiamRPNSettings | None = None, model: SiamRPN | None = None,
-                 seed: int = 0, device: str = "cpu", **overrides):
+                 seed: int = 0, device: str = "cpu", decode=None, **overrides):
         super().__init__()
+        self.decode = decode or rpn.decode
         settings = replace(settings or SiamRPNSettings(), **overrides)
         self.settings = settings
         self.device = torch.device(device)
@@ -444,7 +447,7 @@ class SiamRPNTracker(Tracker):
         cls, reg = self.model.detect(self.kernels, to_tensor(x, self.device))
         scores = torch.softmax(cls[0], dim=1)[:, 1].reshape(-1).cpu().numpy().astype(np.float64)
         deltas = reg[0].permute(0, 2, 3, 1).reshape(-1, 4).cpu().numpy().astype(np.float64)
-        return rpn.decode(deltas, self._anchors), scores
+        return self.decode(deltas, self._anchors), scores
 
     def rerank(self, proposals: np.ndarray, scores: np.ndarray, side: float) -> tuple[np.ndarray, np.ndarray]:
         """Penalise change of size and shape, blend in the cosine window.

@@ -302,3 +302,25 @@ def test_tall_target_is_tracked_in_a_stretched_view_and_reported_in_frame_pixels
         chosen = xywh_to_cxcywh(tracker.proposals[int(np.argmax(tracker.penalised))])
         np.testing.assert_allclose(xywh_to_cxcywh(boxes[-1])[:2], chosen[:2], atol=1e-6)
     assert np.mean(box_iou(np.array(boxes), seq.boxes[1:])) > 0.5
+
+
+def test_tracker_decodes_with_the_function_it_is_given():
+    """Notebook 06 runs the tracker on the student's decode: it is what turns deltas into boxes."""
+    image, start = _frame(), np.array([120.0, 80.0, 40.0, 60.0])
+    truth = np.array([131.0, 71.0, 56.0, 48.0])
+    s = SiamRPNSettings(penalty_k=0.0, window_influence=0.0, lr=1.0, calibrate=False)
+    side = context_size(40.0, 60.0, 0.5) * 255 / 127
+    crop_box = image_to_crop(truth, xywh_to_cxcywh(start)[:2], side, 255)
+    calls = []
+
+    def shifted(deltas, anchors):                      # a decode that puts every box 5 px to the right
+        calls.append(deltas.shape)
+        return rpn.decode(deltas, anchors) + [5.0, 0.0, 0.0, 0.0]
+    boxes = []
+    for fn in (None, shifted):
+        tracker = SiamRPNTracker(model=_StubRPN(crop_box), settings=s, decode=fn)
+        tracker.init(image, start)
+        boxes.append(tracker.update(image))
+    assert calls == [(5 * 17 * 17, 4)]
+    scale = side / 255                                 # crop pixels -> image pixels
+    np.testing.assert_allclose(boxes[1] - boxes[0], [5.0 * scale, 0, 0, 0], atol=1e-6)
