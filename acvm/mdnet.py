@@ -52,7 +52,7 @@ from .roi import prroi_pool
 from .tracker import Tracker, check_image, check_init_box
 
 __all__ = ["MDNetSettings", "MDNet", "MultiDomainMDNet", "gaussian_samples", "uniform_samples",
-           "samples_in_iou_range", "mine_hard_negatives", "BoxRegressor", "fine_tune", "MDNetSample",
+           "samples_in_iou_range", "mine_hard_negatives", "domain_logits", "BoxRegressor", "fine_tune", "MDNetSample",
            "MDNetTracker", "train", "load_model", "draw_candidates", "CandidateViewer", "WEIGHTS", "TRAIN_STEPS"]
 
 #: where ``acvm train mdnet`` writes and the tracker reads the shared layers
@@ -148,6 +148,19 @@ class MDNet(nn.Module):
         return self.fc5(self.fc4(pooled))
 
 
+def domain_logits(h: torch.Tensor, fc6_weight: torch.Tensor, fc6_bias: torch.Tensor, domain: torch.Tensor
+                  ) -> torch.Tensor:
+    """Score every feature vector with the fc6 branch of its own domain (notebook 04's exercise).
+
+    Args:
+        h: ``(N, F)`` fc5 features; fc6_weight: ``(D, 2, F)`` and fc6_bias: ``(D, 2)``, one
+            two-class layer per training domain; domain: ``(N,)`` int64, each row's domain.
+    Returns:
+        ``(N, 2)`` logits (background, target): row ``n`` is ``W[domain[n]] h[n] + b[domain[n]]``.
+    """
+    return torch.einsum("nf,ncf->nc", h, fc6_weight[domain]) + fc6_bias[domain]
+
+
 class MultiDomainMDNet(nn.Module):
     """The shared :class:`MDNet` plus ``D`` fc6 branches, one per training domain (pre-training only).
 
@@ -177,8 +190,7 @@ class MultiDomainMDNet(nn.Module):
 
     def forward(self, x: torch.Tensor, boxes: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         h = self.drop(self.shared(self.shared.pool(self.shared.conv_features(x), boxes)))
-        d = domain.repeat_interleave(boxes.shape[1])
-        return torch.einsum("nf,ncf->nc", h, self.fc6_weight[d]) + self.fc6_bias[d]
+        return domain_logits(h, self.fc6_weight, self.fc6_bias, domain.repeat_interleave(boxes.shape[1]))
 
 
 def load_model(path: str | Path | None = None, settings: MDNetSettings = MDNetSettings()) -> MDNet:

@@ -55,13 +55,13 @@ class SiamFCSettings:
     radius: float = 2.0             # R: score-map cells within R of the target are positives (16 px)
     response_scale: float = 1e-3    # s: fixed scale of the correlation (keeps the logits near 1)
     scale_num: int = 3              # scales of the search pyramid
-    scale_step: float = 1.0375      # ratio between neighbouring scales
+    scale_step: float = 1.02        # ratio between neighbouring scales (the paper's 1.0375; docs/validation.md)
     scale_penalty: float = 0.97     # score multiplier for the scales that change the size
     scale_lr: float = 0.6           # damping: the size moves this far towards the chosen scale
     response_up: int = 16           # upsampling of the 17×17 score map (bicubic) before the peak
     window_influence: float = 0.25  # weight of the cosine window blended into the response
     min_size: float = 4.0           # smallest target side in pixels the tracker allows
-    template_lr: float = 0.0        # η: φ(z) ← (1−η)·φ(z) + η·φ(z_t) after each frame; 0: the paper's fixed exemplar
+    template_lr: float = 0.01       # η: φ(z) ← (1−η)·φ(z) + η·φ(z_t) after confident frames; 0: the paper's fixed exemplar
     template_confidence: float = 0.5  # the template is updated only when the confidence is at least this
 
 

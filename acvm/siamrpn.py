@@ -48,7 +48,7 @@ from .correlation import cosine_window, xcorr_depthwise
 from .registry import weights_file
 from .tracker import Tracker, check_image, check_init
 
-__all__ = ["SiamRPNSettings", "RPNHead", "SiamRPN", "search_anchors", "stretch_crop", "stretch_box",
+__all__ = ["SiamRPNSettings", "RPNHead", "UpChannelHead", "SiamRPN", "search_anchors", "stretch_crop", "stretch_box",
            "RPNSample", "rpn_loss", "change_penalty", "SiamRPNTracker", "train", "load_model",
            "draw_proposals", "ProposalViewer", "WEIGHTS", "TRAIN_STEPS", "SEED"]
 
@@ -127,6 +127,46 @@ class RPNHead(nn.Module):
     def forward(self, kernels, fx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cls = self.cls(kernels[0], fx)
         reg = self.reg(kernels[1], fx)
+        b, _, h, w = cls.shape
+        return cls.reshape(b, self.k, 2, h, w), reg.reshape(b, self.k, 4, h, w)
+
+
+class UpChannelHead(nn.Module):
+    """SiamRPN's original head (Li et al. 2018), the lecture's: the template's features become
+    the correlation kernels themselves. A 3×3 conv lifts ``φ(z)`` to ``hidden · 2k`` (class) and
+    ``hidden · 4k`` (box) channels, cut into ``2k`` and ``4k`` kernels of ``hidden`` channels; each
+    is correlated with the whole adjusted ``φ(x)`` (all channels summed), one output map per
+    kernel. Same interface and output shapes as :class:`RPNHead`, which replaces this
+    "up-channel" correlation by the depth-wise one of SiamRPN++ (one response per channel, mixed
+    by 1×1 convolutions): far fewer parameters, and the two branches no longer differ by 2× in
+    size. Shown in notebook 06; the shipped tracker uses :class:`RPNHead`.
+    """
+
+    def __init__(self, c_in: int = 128, hidden: int = 96, k: int = 5):
+        super().__init__()
+        self.k, self.hidden = k, hidden
+        self.cls_z = nn.Conv2d(c_in, hidden * 2 * k, 3)
+        self.reg_z = nn.Conv2d(c_in, hidden * 4 * k, 3)
+        self.cls_x = nn.Conv2d(c_in, hidden, 3)
+        self.reg_x = nn.Conv2d(c_in, hidden, 3)
+
+    def kernels(self, fz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B,C,8,8)`` -> the ``(B, 2k, hidden, 6, 6)`` and ``(B, 4k, hidden, 6, 6)`` kernels."""
+        b = fz.shape[0]
+        cz, rz = self.cls_z(fz), self.reg_z(fz)
+        return (cz.reshape(b, 2 * self.k, self.hidden, *cz.shape[-2:]),
+                rz.reshape(b, 4 * self.k, self.hidden, *rz.shape[-2:]))
+
+    @staticmethod
+    def _correlate(kernels: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``(B, n, C, h, w)`` kernels against ``(B, C, H, W)``: ``(B, n, H-h+1, W-w+1)``, one grouped conv."""
+        b, n, c, h, w = kernels.shape
+        out = F.conv2d(x.reshape(1, b * c, *x.shape[-2:]), kernels.reshape(b * n, c, h, w), groups=b)
+        return out.reshape(b, n, *out.shape[-2:])
+
+    def forward(self, kernels, fx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cls = self._correlate(kernels[0], self.cls_x(fx))
+        reg = self._correlate(kernels[1], self.reg_x(fx))
         b, _, h, w = cls.shape
         return cls.reshape(b, self.k, 2, h, w), reg.reshape(b, self.k, 4, h, w)
 

@@ -278,3 +278,27 @@ def test_every_student_notebook_asks_at_least_two_think_questions_answered_for_i
                 f"{path.name} cell {i}: the question has no instructor answer after it"
         student = nbformat.read(ROOT / "notebooks" / path.name, as_version=4).cells
         assert [c.source for c in student if "think" in c.metadata.get("tags", [])] == [cells[i].source for i in think]
+
+
+def test_lecture_guide_quotes_only_numbers_its_notebooks_print():
+    """Every decimal number in a notebook's section of the lecture guide is one the executed
+    notebook prints or states (to the guide's rounding): the guide cannot go stale silently."""
+    import json
+    import re
+    guide = (ROOT / "docs" / "lecture_guide.md").read_text()
+    parts = re.split(r"^## (\d\d) · ", guide, flags=re.M)
+    assert len(parts) > 20, "the guide has lost its per-notebook sections"
+    number = re.compile(r"(?<![\d.\w])\d+\.\d+(?![\d.])")
+    for k in range(1, len(parts), 2):
+        nb = json.loads(next((ROOT / "solutions").glob(f"{parts[k]}_*.ipynb")).read_text())
+        chunks = []
+        for c in nb["cells"]:
+            chunks.append("".join(c["source"]))
+            for o in c.get("outputs", []):
+                chunks.append("".join(o.get("text", "")))
+                chunks.append("".join(o.get("data", {}).get("text/plain", "")))
+        printed = [float(x) for x in re.findall(r"(?<![\d.])\d+\.\d+", " ".join(chunks))]
+        for n in set(number.findall(parts[k + 1])):
+            dec = len(n.split(".")[1])
+            assert any(round(v, dec) == float(n) for v in printed), \
+                f"the guide's section {parts[k]} quotes {n}, which notebook {parts[k]} does not print"

@@ -179,7 +179,7 @@ def test_template_update_blends_the_new_exemplar_at_rate_eta():
     from acvm.boxes import crop_and_resize
     from acvm.synth import make_sequence
     seq = make_sequence(seed=5, n_frames=3)
-    fixed = SiamFCTracker(weights="random", seed=1)
+    fixed = SiamFCTracker(weights="random", seed=1, template_lr=0.0)   # the paper's fixed exemplar
     fixed.init(seq[0], seq.boxes[0])
     k0 = fixed.kernel.clone()
     fixed.update(seq[1])

@@ -324,3 +324,25 @@ def test_tracker_decodes_with_the_function_it_is_given():
     assert calls == [(5 * 17 * 17, 4)]
     scale = side / 255                                 # crop pixels -> image pixels
     np.testing.assert_allclose(boxes[1] - boxes[0], [5.0 * scale, 0, 0, 0], atol=1e-6)
+
+
+def test_up_channel_head_correlates_each_kernel_with_every_channel():
+    """The lecture's up-channel head against a loop of plain conv2d calls, one per kernel."""
+    import torch.nn.functional as F
+    from acvm.siamrpn import RPNHead, UpChannelHead
+    torch.manual_seed(0)
+    head = UpChannelHead(c_in=16, hidden=8, k=3).eval()
+    fz, fx = torch.randn(2, 16, 8, 8), torch.randn(2, 16, 24, 24)
+    cls, reg = head(head.kernels(fz), fx)
+    assert cls.shape == (2, 3, 2, 17, 17) and reg.shape == (2, 3, 4, 17, 17)
+    kz, x = head.cls_z(fz), head.cls_x(fx)
+    for b in range(2):
+        for n in range(6):
+            ref = F.conv2d(x[b:b + 1], kz[b, n * 8:(n + 1) * 8][None])[0, 0]
+            torch.testing.assert_close(cls[b].reshape(6, 17, 17)[n], ref, atol=1e-4, rtol=1e-4)
+    # same shapes as the depth-wise head, many more parameters
+    dw = RPNHead(c_in=16, hidden=8, k=3)
+    out = dw(dw.kernels(fz), fx)
+    assert out[0].shape == cls.shape and out[1].shape == reg.shape
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(UpChannelHead()) > 5 * count(RPNHead())
