@@ -26,6 +26,15 @@ if ! .venv/bin/python -c "import acvm, nbval, playwright, trax, vot, got10k" 2>/
     .venv/bin/pip install --disable-pip-version-check -q -c constraints.txt --no-deps "vot-toolkit==0.7.4"
     touch .venv/.acvm-installed
 fi
+# nbgrader is installed for the instructors' command line (acvm course nbgrader, its test); its
+# JupyterLab menus and server pages stay out of the students' lab
+if [ ! -e .venv/.nbgrader-ui-off ] && .venv/bin/python -c "import nbgrader" 2>/dev/null; then
+    .venv/bin/jupyter labextension disable --level=sys_prefix @jupyter/nbgrader >/dev/null 2>&1 || true
+    for part in formgrader validate_assignment assignment_list course_list; do
+        .venv/bin/jupyter server extension disable --sys-prefix "nbgrader.server_extensions.$part" >/dev/null 2>&1 || true
+    done
+    touch .venv/.nbgrader-ui-off
+fi
 
 ensure_chromium() {
     # the browser test drives JupyterLab in the system's Chromium (Debian's package)
