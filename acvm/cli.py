@@ -643,26 +643,8 @@ def _cmd_course(args) -> int:
     return 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acvm", description="Fully-trainable trackers: the course's command line.")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    s = sub.add_parser("trackers", help="list the tracker names")
-    s.set_defaults(fn=_cmd_trackers)
-
-    s = sub.add_parser("track", help="run one tracker on one sequence and write its boxes")
-    s.add_argument("name", help="tracker name (see `acvm trackers`)")
-    s.add_argument("sequence", help="sequence folder (OTB, VOT or GOT-10k layout) or a video file (.mp4, .avi, ...)")
-    s.add_argument("--out", required=True, help="text file for one x,y,w,h line per frame (0-based)")
-    s.add_argument("--format", choices=sorted(BOX_FORMATS), default="acvm",
-                   help="box file format: " + "; ".join(f"{k}: {v}" for k, v in BOX_FORMATS.items()))
-    s.add_argument("--box", help="x,y,w,h of the target in frame 0 (0-based; needed for a video, "
-                                 "for a folder it replaces the ground truth's first box)")
-    s.add_argument("--video", help="write the frames with the tracker's box (red) and the ground truth (green) "
-                                   "to this .mp4")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(fn=_cmd_track)
-
+def _add_bench(sub) -> None:
+    """``acvm bench``: one-pass (and VOT) evaluation of trackers on sequences."""
     s = sub.add_parser("bench", help="one-pass evaluation of trackers on sequences")
     s.add_argument("sequences", nargs="+", help="sequence folders, or folders of sequences (see --split)")
     s.add_argument("--split", default=None,
@@ -684,11 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=_cmd_bench)
 
-    s = sub.add_parser("weights", help="the shipped weights files: their state against data/weights/MANIFEST.json")
-    s.add_argument("--record", nargs="+", metavar="FILE", default=None,
-                   help="record these files of data/weights/ in the manifest as they are (a file put there by hand)")
-    s.set_defaults(fn=_cmd_weights)
 
+def _add_train(sub) -> None:
+    """``acvm train NAME``: one of the course's networks, written to data/weights/."""
     s = sub.add_parser("train", help="train one of the course's networks and write its weights to data/weights/")
     s.add_argument("name", help=f"one of: {', '.join(TRAINERS)}")
     s.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the shipped weights' number)")
@@ -708,6 +688,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's); the shipped CPU weights were trained with 1")
     s.set_defaults(fn=_cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="acvm", description="Fully-trainable trackers: the course's command line.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("trackers", help="list the tracker names")
+    s.set_defaults(fn=_cmd_trackers)
+
+    s = sub.add_parser("track", help="run one tracker on one sequence and write its boxes")
+    s.add_argument("name", help="tracker name (see `acvm trackers`)")
+    s.add_argument("sequence", help="sequence folder (OTB, VOT or GOT-10k layout) or a video file (.mp4, .avi, ...)")
+    s.add_argument("--out", required=True, help="text file for one x,y,w,h line per frame (0-based)")
+    s.add_argument("--format", choices=sorted(BOX_FORMATS), default="acvm",
+                   help="box file format: " + "; ".join(f"{k}: {v}" for k, v in BOX_FORMATS.items()))
+    s.add_argument("--box", help="x,y,w,h of the target in frame 0 (0-based; needed for a video, "
+                                 "for a folder it replaces the ground truth's first box)")
+    s.add_argument("--video", help="write the frames with the tracker's box (red) and the ground truth (green) "
+                                   "to this .mp4")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=_cmd_track)
+
+    _add_bench(sub)
+
+    s = sub.add_parser("weights", help="the shipped weights files: their state against data/weights/MANIFEST.json")
+    s.add_argument("--record", nargs="+", metavar="FILE", default=None,
+                   help="record these files of data/weights/ in the manifest as they are (a file put there by hand)")
+    s.set_defaults(fn=_cmd_weights)
+
+    _add_train(sub)
 
     s = sub.add_parser("data", help="make data")
     dsub = s.add_subparsers(dest="data_command", required=True)

@@ -294,6 +294,81 @@ class SynthSequence:
         return f"SynthSequence({self.name!r}, {self.n} frames, {self.size[0]}×{self.size[1]})"
 
 
+def _camera(rng, n, W, H, shake, pan, bg_name):
+    """Camera shake (white, per frame) and a smooth pan over the background photo, zoomed so the
+    window stays inside it: ``(shake_xy (n, 2), pan_xy (n, 2), background, bg_zoom)``."""
+    shake_xy = rng.normal(0.0, shake, (n, 2)) if shake > 0 else np.zeros((n, 2))
+    pan_v = rng.uniform(-pan, pan, 2)
+    bg_src = photo(bg_name)
+    m = 4 * shake + 2
+    travel = pan_v * (n - 1)
+    reach = np.abs(travel) + 2 * m
+    zoom = max((W + reach[0]) / bg_src.shape[1], (H + reach[1]) / bg_src.shape[0], rng.uniform(0.5, 1.0))
+    # shrink through a cached image pyramid, then by the rest (between 1/2 and 1) in the warp
+    level = max(0, int(np.floor(np.log2(1.0 / zoom)))) if zoom < 1 else 0
+    background = _photo_level(bg_name, level)
+    bg_zoom = zoom * 2 ** level
+    bh, bw = int(bg_src.shape[0] * zoom), int(bg_src.shape[1] * zoom)
+    # the window [start, start + travel] stays inside the photo (reflected borders cover rounding)
+    lo_s = m - np.minimum(travel, 0)
+    hi_s = np.array([bw - W, bh - H]) - m - np.maximum(travel, 0)
+    start = rng.uniform(lo_s, np.maximum(hi_s, lo_s))
+    return shake_xy, start + np.arange(n)[:, None] * pan_v, background, bg_zoom
+
+
+def _tight_boxes(spr, centres, scales, angles, bw0, shake_xy) -> np.ndarray:
+    """``(n, 4)`` xywh boxes around a sprite's outline under every frame's map at once."""
+    tw, th = spr.size
+    k = (scales * bw0 / tw)[:, None, None]
+    c, s_ = np.cos(angles)[:, None], np.sin(angles)[:, None]
+    q = spr.outline[None] - np.array([tw / 2.0, th / 2.0])
+    pts = k * np.stack([c * q[..., 0] - s_ * q[..., 1], s_ * q[..., 0] + c * q[..., 1]], -1)
+    pts = pts + (centres + shake_xy)[:, None, :]
+    lo_, hi_ = pts.min(1), pts.max(1)
+    return np.column_stack([lo_, hi_ - lo_])
+
+
+def _distractor(rng, n, centre, scale, angle, lo, hi, speed, long_side, tight_boxes, sprite, base_w):
+    """A look-alike that starts near the target and wanders: the hard case for appearance models."""
+    d_centre = _trajectory(rng, n, lo, hi, speed)
+    offset = rng.normal(0, 1, 2)
+    d_centre[0] = np.clip(centre[0] + 1.6 * long_side * offset / np.linalg.norm(offset), lo, hi)
+    d_centre = np.clip(d_centre[0] + (d_centre - d_centre[0]), lo, hi)
+    d_scale = scale[::-1].copy() * rng.uniform(0.85, 1.15)
+    d_angle = -angle
+    dist = {"centre": d_centre, "scale": d_scale, "angle": d_angle,
+            "tint": (1.0 + rng.normal(0, 0.06, 3)).astype(np.float32)}
+    return dist, tight_boxes(sprite, d_centre, d_scale, d_angle, base_w)
+
+
+def _occluder(rng, n, image, centre, base_w, base_h, long_side, shake_xy):
+    """A rectangle crossing the target's path, centred on the target at a frame in the middle part."""
+    t_mid = int(rng.uniform(0.3, 0.7) * (n - 1))
+    ow, oh = rng.uniform(0.7, 1.3) * base_w * 1.2, rng.uniform(0.7, 1.3) * base_h * 1.2
+    o_sprite = _make_sprite(rng, image, ow, oh, 0.0, rect=True)
+    direction = rng.normal(0, 1, 2)
+    direction /= np.linalg.norm(direction)
+    duration = max(rng.uniform(0.15, 0.35) * n, 4)
+    v = direction * (ow + oh + 2 * long_side) / duration
+    o_centre = centre[t_mid] + (np.arange(n) - t_mid)[:, None] * v
+    occ = {"sprite": o_sprite, "centre": o_centre, "angle": 0.0, "base_w": ow}
+    return occ, np.column_stack([o_centre + shake_xy - [ow / 2, oh / 2], np.full(n, ow), np.full(n, oh)])
+
+
+def _clutter(crng, count, n, W, H, long_side, wobble, scaling, rotation, others) -> list[dict]:
+    """``count`` other shapes, each cut from one of ``others``, wandering over the whole frame."""
+    parts = []
+    for _ in range(count):
+        c_long = long_side * np.exp(crng.uniform(-0.4, 0.4))
+        c_aspect = np.exp(crng.uniform(-0.6, 0.6))
+        c_w = c_long if c_aspect <= 1 else c_long / c_aspect
+        c_sprite = _make_sprite(crng, photo(str(crng.choice(others))), c_w, c_w * c_aspect, wobble)
+        c_centre = _trajectory(crng, n, np.zeros(2), np.array([W, H], np.float64), crng.uniform(0.5, 4.0))
+        c_scale, c_angle = _scale_and_angle(crng, n, scaling, rotation)
+        parts.append({"sprite": c_sprite, "centre": c_centre, "scale": c_scale, "angle": c_angle, "base_w": c_w})
+    return parts
+
+
 def make_sequence(seed: int = 0, n_frames: int = 100, size: tuple[int, int] = (320, 240), *,
                   occlusion: bool = False, distractor: bool = False, illumination: float = 0.25,
                   shake: float = 1.0, pan: float = 0.5, rotation: float = 20.0, scaling: float = 0.3,
@@ -362,84 +437,23 @@ def make_sequence(seed: int = 0, n_frames: int = 100, size: tuple[int, int] = (3
     lo, hi = np.minimum(margin, [W / 2, H / 2]), np.maximum([W, H] - margin, [W / 2, H / 2])
     centre = _trajectory(rng, n, lo, hi, speed)
 
-    # camera: shake (white, per frame) and pan (smooth) of the background
-    shake_xy = rng.normal(0.0, shake, (n, 2)) if shake > 0 else np.zeros((n, 2))
-    pan_v = rng.uniform(-pan, pan, 2)
-    bg_src = photo(bg_name)
-    m = 4 * shake + 2
-    travel = pan_v * (n - 1)
-    reach = np.abs(travel) + 2 * m
-    zoom = max((W + reach[0]) / bg_src.shape[1], (H + reach[1]) / bg_src.shape[0], rng.uniform(0.5, 1.0))
-    # shrink through a cached image pyramid, then by the rest (between 1/2 and 1) in the warp
-    level = max(0, int(np.floor(np.log2(1.0 / zoom)))) if zoom < 1 else 0
-    background = _photo_level(bg_name, level)
-    bg_zoom = zoom * 2 ** level
-    bh, bw = int(bg_src.shape[0] * zoom), int(bg_src.shape[1] * zoom)
-    # the window [start, start + travel] stays inside the photo (reflected borders cover rounding)
-    lo_s = m - np.minimum(travel, 0)
-    hi_s = np.array([bw - W, bh - H]) - m - np.maximum(travel, 0)
-    start = rng.uniform(lo_s, np.maximum(hi_s, lo_s))
-    pan_xy = start + np.arange(n)[:, None] * pan_v
+    shake_xy, pan_xy, background, bg_zoom = _camera(rng, n, W, H, shake, pan, bg_name)
 
     phase = rng.uniform(0, 2 * np.pi)
     period = rng.uniform(0.5, 2.0) * n
     gain = 1.0 + illumination * np.sin(2 * np.pi * np.arange(n) / period + phase) if illumination > 0 else np.ones(n)
 
     def tight_boxes(spr, centres, scales, angles, bw0):
-        # the outline under every frame's map at once: (n, P, 2)
-        tw, th = spr.size
-        k = (scales * bw0 / tw)[:, None, None]
-        c, s_ = np.cos(angles)[:, None], np.sin(angles)[:, None]
-        q = spr.outline[None] - np.array([tw / 2.0, th / 2.0])
-        pts = k * np.stack([c * q[..., 0] - s_ * q[..., 1], s_ * q[..., 0] + c * q[..., 1]], -1)
-        pts = pts + (centres + shake_xy)[:, None, :]
-        lo_, hi_ = pts.min(1), pts.max(1)
-        return np.column_stack([lo_, hi_ - lo_])
+        return _tight_boxes(spr, centres, scales, angles, bw0, shake_xy)
 
     boxes = tight_boxes(sprite, centre, scale, angle, base_w)
-
-    dist = None
-    dist_boxes = np.full((n, 4), np.nan)
-    if distractor:
-        # a look-alike that starts near the target and wanders: the hard case for appearance models
-        d_centre = _trajectory(rng, n, lo, hi, speed)
-        offset = rng.normal(0, 1, 2)
-        d_centre[0] = np.clip(centre[0] + 1.6 * long_side * offset / np.linalg.norm(offset), lo, hi)
-        d_centre = np.clip(d_centre[0] + (d_centre - d_centre[0]), lo, hi)
-        d_scale = scale[::-1].copy() * rng.uniform(0.85, 1.15)
-        d_angle = -angle
-        dist = {"centre": d_centre, "scale": d_scale, "angle": d_angle,
-                "tint": (1.0 + rng.normal(0, 0.06, 3)).astype(np.float32)}
-        dist_boxes = tight_boxes(sprite, d_centre, d_scale, d_angle, base_w)
-
-    occ = None
-    occ_boxes = np.full((n, 4), np.nan)
-    if occlusion:
-        # a rectangle crossing the target's path: centred on the target at frame t_mid
-        t_mid = int(rng.uniform(0.3, 0.7) * (n - 1))
-        ow, oh = rng.uniform(0.7, 1.3) * base_w * 1.2, rng.uniform(0.7, 1.3) * base_h * 1.2
-        o_sprite = _make_sprite(rng, photo(occ_name), ow, oh, 0.0, rect=True)
-        direction = rng.normal(0, 1, 2)
-        direction /= np.linalg.norm(direction)
-        duration = max(rng.uniform(0.15, 0.35) * n, 4)
-        v = direction * (ow + oh + 2 * long_side) / duration
-        o_centre = centre[t_mid] + (np.arange(n) - t_mid)[:, None] * v
-        occ = {"sprite": o_sprite, "centre": o_centre, "angle": 0.0, "base_w": ow}
-        occ_boxes = np.column_stack([o_centre + shake_xy - [ow / 2, oh / 2], np.full(n, ow), np.full(n, oh)])
-
+    dist, dist_boxes = (_distractor(rng, n, centre, scale, angle, lo, hi, speed, long_side, tight_boxes, sprite, base_w)
+                        if distractor else (None, np.full((n, 4), np.nan)))
+    occ, occ_boxes = (_occluder(rng, n, photo(occ_name), centre, base_w, base_h, long_side, shake_xy)
+                      if occlusion else (None, np.full((n, 4), np.nan)))
     # clutter draws from its own stream, so a sequence without clutter is the one it always was
-    crng = np.random.default_rng([seed, 3])
-    others = [q for q in PHOTOS if q not in (tgt_name, bg_name)]
-    clutter_parts = []
-    for _ in range(int(clutter)):
-        c_long = long_side * np.exp(crng.uniform(-0.4, 0.4))
-        c_aspect = np.exp(crng.uniform(-0.6, 0.6))
-        c_w = c_long if c_aspect <= 1 else c_long / c_aspect
-        c_sprite = _make_sprite(crng, photo(str(crng.choice(others))), c_w, c_w * c_aspect, wobble)
-        c_centre = _trajectory(crng, n, np.zeros(2), np.array([W, H], np.float64), crng.uniform(0.5, 4.0))
-        c_scale, c_angle = _scale_and_angle(crng, n, scaling, rotation)
-        clutter_parts.append({"sprite": c_sprite, "centre": c_centre, "scale": c_scale, "angle": c_angle,
-                              "base_w": c_w})
+    clutter_parts = _clutter(np.random.default_rng([seed, 3]), int(clutter), n, W, H, long_side, wobble, scaling,
+                             rotation, [q for q in PHOTOS if q not in (tgt_name, bg_name)])
 
     noise_field = _noise_bank()
     if noise_field.shape[0] < H or noise_field.shape[1] < W:   # frames larger than the bank

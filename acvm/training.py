@@ -507,6 +507,26 @@ def _to_device(batch, device):
     return batch.to(device) if torch.is_tensor(batch) else batch
 
 
+def _resume(ckpt: Path, model, opt, dev, seed: int) -> tuple[int, list[float], float]:
+    """Load ``ckpt`` into ``model`` and ``opt``: ``(step, losses so far, seconds so far)``; reseeds
+    torch from the step, so a resumed run continues as the uninterrupted one would."""
+    state = torch.load(ckpt, map_location=dev, weights_only=True)
+    model.load_state_dict(state["state_dict"])
+    opt.load_state_dict(state["optimizer"])
+    start = int(state["step"])
+    torch.manual_seed(seed + start)
+    return start, [float(v) for v in state["losses"][:start]], float(state["seconds"])
+
+
+def _save_checkpoint(ckpt: Path, model, opt, step: int, losses: list[float], seconds: float) -> None:
+    """Write fit's checkpoint whole or not at all (a temporary file, then ``os.replace``)."""
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    torch.save({"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                "losses": torch.tensor(losses, dtype=torch.float64), "seconds": seconds}, tmp)
+    os.replace(tmp, ckpt)  # never leave a half-written checkpoint behind
+
+
 def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterable | Callable[[int], Iterable], steps: int, *,
         lr: float = 1e-3, lr_end: float | None = None, weight_decay: float = 1e-4,
         optimizer: Callable | None = None, clip_grad: float | None = 10.0, seed: int = 0,
@@ -552,17 +572,9 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterable | Callable[
     params = [p for p in model.parameters() if p.requires_grad]
     opt = optimizer(params) if optimizer else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     lr_end = lr / 100.0 if lr_end is None else lr_end
-    losses: list[float] = []
-    start, seconds_before = 0, 0.0
     ckpt = Path(checkpoint) if checkpoint else None
-    if resume and ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location=dev, weights_only=True)
-        model.load_state_dict(state["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-        losses = [float(v) for v in state["losses"][:start]]
-        seconds_before = float(state["seconds"])
-        torch.manual_seed(seed + start)
+    start, losses, seconds_before = (_resume(ckpt, model, opt, dev, seed) if resume and ckpt is not None
+                                     and ckpt.is_file() else (0, [], 0.0))
     stream = iter(batches(start) if callable(batches) else batches)
     # Distributed, the forward and backward go through `net`, a DDP wrapper of `model` (the same
     # parameters, so the optimiser, the checkpoint and the caller keep using `model`); it answers
@@ -576,13 +588,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterable | Callable[
         torch.manual_seed(seed + start + 1_000_003 * rank)    # own dropout masks in every process
 
     def save(step: int, seconds: float) -> None:
-        if ckpt is None or not distributed.is_main():
-            return
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_name(ckpt.name + ".tmp")
-        torch.save({"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                    "losses": torch.tensor(losses, dtype=torch.float64), "seconds": seconds}, tmp)
-        os.replace(tmp, ckpt)  # never leave a half-written checkpoint behind
+        if ckpt is not None and distributed.is_main():
+            _save_checkpoint(ckpt, model, opt, step, losses, seconds)
 
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, initial=start, desc="training", disable=not progress or rank != 0, unit="step",
