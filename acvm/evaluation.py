@@ -22,7 +22,7 @@ from .boxes import centre_error, iou
 from .tracker import Tracker
 
 __all__ = ["SUCCESS_THRESHOLDS", "success_curve", "auc", "precision_curve", "precision",
-           "OPEResult", "run_ope", "VOTResult", "run_vot", "plot_success", "plot_precision",
+           "OPEResult", "run_ope", "safe_box", "VOTResult", "run_vot", "plot_success", "plot_precision",
            "summarise", "call_times", "InMemory", "success_rate", "normalised_precision", "vot_robustness",
            "NORM_PRECISION_THRESHOLDS"]
 
@@ -171,7 +171,10 @@ class OPEResult:
                 "frames": int(len(self.boxes))}
 
 
-def _safe_box(box, previous) -> np.ndarray:
+def safe_box(box, previous) -> np.ndarray:
+    """The tracker's answer as a ``(4,)`` float64 box, or ``previous`` (copied) when the answer is
+    not four finite numbers: what every evaluation (``run_ope``, ``run_vot``, the VOT, got10k and
+    course-toolkit adapters) counts as the output of a tracker that returned nonsense."""
     b = np.asarray(box, dtype=np.float64).reshape(-1)
     if b.shape != (4,) or not np.isfinite(b).all():
         return previous.copy()
@@ -200,7 +203,7 @@ def run_ope(tracker: Tracker, sequence, name: str | None = None, start: int = 0,
         t0 = time.perf_counter()
         box = tracker.update(image)
         times[k - 1] = time.perf_counter() - t0
-        boxes[k] = _safe_box(box, boxes[k - 1])
+        boxes[k] = safe_box(box, boxes[k - 1])
         if callback is not None:
             callback(i, tracker, boxes[k])
     return OPEResult(name or getattr(tracker, "name", type(tracker).__name__), sequence.name, boxes, gt, times)
@@ -249,7 +252,7 @@ def run_vot(tracker_factory, sequence, name: str = "tracker", skip: int = 5, bur
         init_frame = i
         i += 1
         while i < n:
-            box = _safe_box(tracker.update(sequence[i]), boxes[i - 1])
+            box = safe_box(tracker.update(sequence[i]), boxes[i - 1])
             boxes[i] = box
             if np.isfinite(gt[i]).all():
                 o = float(iou(box, gt[i]))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .evaluation import _safe_box   # a non-finite box keeps the previous one, as in acvm bench
+from .evaluation import safe_box   # a non-finite box keeps the previous one, as in acvm bench
 from .registry import make_tracker
 
 
@@ -37,7 +37,7 @@ def got10k_tracker(name: str, **settings):
             self._tracker.init(_rgb(image), self._box)
 
         def update(self, image):
-            self._box = _safe_box(self._tracker.update(_rgb(image)), self._box)
+            self._box = safe_box(self._tracker.update(_rgb(image)), self._box)
             return self._box.copy()
 
     AcvmGot10kTracker.__qualname__ = AcvmGot10kTracker.__name__ = f"AcvmGot10k_{name.replace('-', '_')}"

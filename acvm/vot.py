@@ -58,7 +58,7 @@ def serve(name: str, log: bool = False) -> None:
     """Run tracker ``name`` as a TraX server on stdin/stdout until the client quits."""
     import trax
     from .data import read_frame
-    from .evaluation import _safe_box
+    from .evaluation import safe_box
     from .registry import make_tracker
 
     make_tracker(name)                       # an unknown name fails here, before the handshake
@@ -75,7 +75,7 @@ def serve(name: str, log: bool = False) -> None:
                 tracker = make_tracker(name)
                 tracker.init(image, box)
             else:
-                box = _safe_box(tracker.update(image), box)
+                box = safe_box(tracker.update(image), box)
             confidence = getattr(tracker, "confidence", None)
             properties = {} if confidence is None or not np.isfinite(confidence) else {"confidence": float(confidence)}
             server.status([(trax.Rectangle.create(*map(float, box)), properties)])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from acvm.evaluation import _safe_box   # a non-finite box keeps the previous one, as in acvm bench
+from acvm.evaluation import safe_box   # a non-finite box keeps the previous one, as in acvm bench
 from acvm.registry import available_trackers, make_tracker
 
 try:  # the toolkit's base class, when this file is loaded by the toolkit's scripts
@@ -64,7 +64,7 @@ class AcvmTracker(_Base):
         """The box ``[x, y, w, h]`` on the next BGR frame (the previous one if the tracker returns none)."""
         if self._tracker is None:
             raise RuntimeError(f"{self.name()}: track() before initialize()")
-        self._box = _safe_box(self._tracker.update(_rgb(img)), self._box)
+        self._box = safe_box(self._tracker.update(_rgb(img)), self._box)
         return [float(v) for v in self._box]
 
 
