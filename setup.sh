@@ -2,6 +2,7 @@
 # Set up the course environment in .venv/ and then either open JupyterLab or run every test.
 #
 #   bash setup.sh lab     # make .venv, then open JupyterLab on notebooks/ (prints the URL)
+#   bash setup.sh lab --instructor   # ... at the repository root, with jupyterlab-rise, to present solutions/
 #   bash setup.sh test    # make .venv, then run the library tests and every notebook under nbval
 #   bash setup.sh env     # only make .venv
 set -euo pipefail
@@ -54,9 +55,21 @@ case "$action" in
     lab)
         flags=(--ip 127.0.0.1 --no-browser)
         [ "$(id -u)" = 0 ] && flags+=(--allow-root)
-        echo "== opening JupyterLab on notebooks/ (open the URL printed below in your browser)"
         export OMP_WAIT_POLICY=PASSIVE
-        exec .venv/bin/jupyter lab notebooks/ "${flags[@]}" "$@" ;;
+        folder=notebooks/
+        if [ "${1:-}" = --instructor ]; then
+            shift
+            # RISE presents the running solved notebooks as slides (the lecture guide, "Presenting")
+            if ! .venv/bin/python -c "import jupyterlab_rise" 2>/dev/null; then
+                echo "== installing jupyterlab-rise (the slides extra) for presenting solutions/"
+                .venv/bin/pip install --disable-pip-version-check -q -c constraints.txt -e ".[slides]"
+            fi
+            folder=.
+            echo "== opening JupyterLab at the repository root: solutions/ to present, notebooks/ as students see them"
+        else
+            echo "== opening JupyterLab on notebooks/ (open the URL printed below in your browser)"
+        fi
+        exec .venv/bin/jupyter lab "$folder" "${flags[@]}" "$@" ;;
     test)
         ensure_chromium
         export MPLBACKEND=Agg PYTHONHASHSEED=0 OMP_WAIT_POLICY=PASSIVE

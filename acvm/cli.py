@@ -624,7 +624,7 @@ def _cmd_course(args) -> int:
         print("notebooks/ matches solutions/")
         return 0
     if args.action == "execute":
-        for nb in args.notebooks:
+        for nb in course.resolve_notebooks(args.notebooks, args.root):
             seconds = course.execute(nb)
             print(f"executed {nb} in {seconds:.1f} s")
         return 0
@@ -751,7 +751,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("course", help="build, check, execute or export the notebooks (slides, an nbgrader course)")
     s.add_argument("action", choices=["build", "check", "execute", "slides", "nbgrader"])
-    s.add_argument("notebooks", nargs="*", help="solved notebooks (execute, slides, nbgrader; default: all)")
+    s.add_argument("notebooks", nargs="*",
+                   help="solved notebooks, as paths or names (05_siamfc, or 05) (execute, slides, nbgrader; default: all)")
     s.add_argument("--out", default=None, help="output folder (slides: slides/, nbgrader: nbgrader/)")
     s.add_argument("--lecture", action="store_true",
                    help="slides: one deck, lecture.slides.html, of the slides tagged 'lecture' (the 90-minute path)")

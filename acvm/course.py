@@ -27,7 +27,7 @@ from pathlib import Path
 import nbformat
 
 __all__ = ["student_version", "build", "check", "execute", "slides", "slide_problems", "nbgrader_version",
-           "nbgrader_course", "lecture_plan", "CHECK_CALL", "SOLUTION_BEGIN",
+           "nbgrader_course", "lecture_plan", "resolve_notebooks", "CHECK_CALL", "SOLUTION_BEGIN",
            "SOLUTION_END", "INSTRUCTOR_TAG", "SLIDE_TYPES"]
 
 SOLUTION_BEGIN = "### BEGIN SOLUTION"
@@ -101,7 +101,7 @@ def nbgrader_course(out: str | Path, notebooks: list[str | Path] | None = None, 
     ``nbgrader autograde 01_particle_filter``.
     """
     out = Path(out)
-    paths = [Path(p) for p in notebooks] if notebooks else [src for src, _ in _pairs(root)]
+    paths = resolve_notebooks(notebooks, root)
     written = []
     for path in paths:
         nb = nbformat.read(path, as_version=4)
@@ -283,13 +283,37 @@ def execute(path: str | Path, timeout: int = 600) -> float:
     return seconds
 
 
+def resolve_notebooks(notebooks, root: str | Path | None = None) -> list[Path]:
+    """Paths of the solved notebooks meant by ``notebooks``: a path as it is, else a name
+    (``05_siamfc``, ``05_siamfc.ipynb`` or just ``05``) looked up in ``root/solutions/``; none: all.
+
+    Raises ``FileNotFoundError`` naming what matched nothing (and the names there are).
+    """
+    sol = Path(root or ".") / "solutions"
+    if not notebooks:
+        return [src for src, _ in _pairs(root or ".")]
+    out = []
+    for item in notebooks:
+        path = Path(item)
+        if path.is_file():
+            out.append(path)
+            continue
+        stem = path.name.removesuffix(".ipynb")
+        found = sorted(sol.glob(f"{stem}.ipynb")) or sorted(sol.glob(f"{stem}_*.ipynb"))
+        if len(found) != 1:
+            names = ", ".join(p.stem for p in sorted(sol.glob("[0-9][0-9]_*.ipynb")))
+            raise FileNotFoundError(f"{item!r} is neither a notebook file nor the name of one solved notebook"
+                                    f" in {sol} ({names or 'none there'})")
+        out.append(found[0])
+    return out
+
+
 def slides(notebooks: list[str | Path], out_dir: str | Path, root: str | Path | None = None,
            lecture: bool = False) -> list[Path]:
     """Export notebooks (default: every solved notebook) to self-contained reveal.js HTML decks;
     with ``lecture``, one deck ``lecture.slides.html`` of their slides tagged ``lecture``."""
     from .slides import export_deck, export_lecture
-    if not notebooks:
-        notebooks = [src for src, _ in _pairs(root or ".")]
+    notebooks = resolve_notebooks(notebooks, root)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if lecture:

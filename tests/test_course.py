@@ -302,3 +302,24 @@ def test_lecture_guide_quotes_only_numbers_its_notebooks_print():
             dec = len(n.split(".")[1])
             assert any(round(v, dec) == float(n) for v in printed), \
                 f"the guide's section {parts[k]} quotes {n}, which notebook {parts[k]} does not print"
+
+
+def test_notebooks_are_found_by_path_name_or_number(tmp_path):
+    by_path = course.resolve_notebooks([ROOT / "solutions" / "05_siamfc.ipynb"], ROOT)
+    assert by_path == [ROOT / "solutions" / "05_siamfc.ipynb"]
+    for name in ("05_siamfc", "05_siamfc.ipynb", "05"):
+        assert course.resolve_notebooks([name], ROOT) == by_path, name
+    assert len(course.resolve_notebooks([], ROOT)) == 13
+    with pytest.raises(FileNotFoundError, match="'nope' is neither.*05_siamfc"):
+        course.resolve_notebooks(["nope"], ROOT)
+
+
+def test_instructor_lab_opens_the_repository_root_with_rise():
+    """`bash setup.sh lab --instructor` installs jupyterlab-rise and starts JupyterLab on the root
+    (here with --version, so that it prints and exits instead of serving)."""
+    import subprocess
+    done = subprocess.run(["bash", "setup.sh", "lab", "--instructor", "--version"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "opening JupyterLab at the repository root" in done.stdout
+    assert subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", "import jupyterlab_rise"]).returncode == 0
