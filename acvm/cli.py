@@ -600,6 +600,20 @@ def _training_data(args):
 
 
 def _cmd_data(args) -> int:
+    if args.data_command == "where":
+        from .data import list_sequences, sequence_places, sequences_dir
+        for what, folder in sequence_places():
+            state = ("not set" if folder is None and what.startswith("$") else "none found" if folder is None
+                     else f"{folder} ({len(list_sequences(folder))} sequences)" if folder.is_dir() else f"{folder} (missing)")
+            print(f"{what}: {state}")
+        used = sequences_dir()
+        if used:
+            print(f"-> the course reads {used}")
+        elif os.environ.get("ACVM_SEQUENCES"):
+            print("-> $ACVM_SEQUENCES names a missing folder, and when it is set nothing else is read: unset it or fix it")
+        else:
+            print("-> no sequences found: the notebooks and `acvm bench` need one of these")
+        return 0 if used else 1
     from . import synth
     kwargs = dict(seed=args.seed, n_frames=args.frames, occlusion=args.occlusion, distractor=args.distractor)
     seq = synth.make_sequence(**kwargs)
@@ -727,6 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--frames", type=int, default=100)
     d.add_argument("--occlusion", action="store_true")
     d.add_argument("--distractor", action="store_true")
+    d.set_defaults(fn=_cmd_data)
+    d = dsub.add_parser("where", help="where the course's sequences are looked up, and which folder it reads")
     d.set_defaults(fn=_cmd_data)
 
     s = sub.add_parser("vot-tracker", help="run a tracker as a TraX server (what the VOT toolkit starts)")

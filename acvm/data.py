@@ -419,19 +419,51 @@ def expand_sequence_folders(paths, split: str | None = "train", require_split: b
     return out
 
 
+def user_sequences_dir() -> Path:
+    """The user's own folder for the course's sequences (``acvm data where`` names it): the user
+    data folder of ``platformdirs`` (``~/.local/share/acvm/sequences`` on Linux, ``~/Library/
+    Application Support/acvm/sequences`` on macOS), else ``$XDG_DATA_HOME/acvm/sequences``."""
+    try:
+        from platformdirs import user_data_dir
+        return Path(user_data_dir("acvm", appauthor=False)) / "sequences"
+    except ImportError:  # pragma: no cover - platformdirs comes with the environment
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(base) / "acvm" / "sequences"
+
+
+def _has_sequences(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / d).is_dir() for d in os.listdir(folder))
+
+
+def _shared_sequences() -> Path | None:
+    for start in [Path.cwd(), Path(__file__).resolve().parent]:
+        for parent in [start, *start.parents]:
+            for cand in (parent / "shared" / "sequences", parent / "sequences"):
+                if _has_sequences(cand):
+                    return cand
+    return None
+
+
+def sequence_places() -> list[tuple[str, Path | None]]:
+    """Where the course's sequences are looked up, in order: ``(what, folder or None)``."""
+    env = os.environ.get("ACVM_SEQUENCES")
+    return [("$ACVM_SEQUENCES", Path(env) if env else None),
+            ("shared/sequences beside or above the working folder or the package", _shared_sequences()),
+            ("the user data folder", user_sequences_dir())]
+
+
 def sequences_dir() -> Path | None:
-    """The folder of real sequences: ``$ACVM_SEQUENCES``, else ``shared/sequences`` beside or above
-    the current folder or this package (the course's layout), else ``None``."""
+    """The folder of real sequences: ``$ACVM_SEQUENCES`` (when set, only it), else ``shared/sequences``
+    beside or above the current folder or this package (the course's layout), else the user data
+    folder (:func:`user_sequences_dir`), else ``None``."""
     env = os.environ.get("ACVM_SEQUENCES")
     if env:
         return Path(env) if Path(env).is_dir() else None
-    starts = [Path.cwd(), Path(__file__).resolve().parent]
-    for start in starts:
-        for parent in [start, *start.parents]:
-            for cand in (parent / "shared" / "sequences", parent / "sequences"):
-                if cand.is_dir() and any((cand / d).is_dir() for d in os.listdir(cand)):
-                    return cand
-    return None
+    shared = _shared_sequences()
+    if shared is not None:
+        return shared
+    user = user_sequences_dir()
+    return user if _has_sequences(user) else None
 
 
 def list_sequences(root: str | os.PathLike | None = None) -> list[Path]:
@@ -450,5 +482,6 @@ def course_sequence(name: str) -> Sequence:
     root = sequences_dir()
     if root is None:
         raise SequenceError(f"cannot find the course's sequences folder for {name!r}: set ACVM_SEQUENCES "
-                            "to the folder holding OTB_*/VOT* sequences")
+                            "to the folder holding OTB_*/VOT* sequences, put them in ../shared/sequences or in "
+                            f"{user_sequences_dir()} (`acvm data where` lists the places)")
     return load_sequence(root / name)

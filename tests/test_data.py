@@ -259,3 +259,25 @@ def test_lasot_and_trackingnet_layouts(tmp_path):
     (chunk / "anno" / "abc.txt").unlink()
     with pytest.raises(SequenceError, match="no ground truth"):
         load_sequence(chunk / "frames" / "abc")
+
+
+def test_the_user_data_folder_is_read_last_and_acvm_data_where_names_every_place(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import acvm.data as data
+    from acvm.synth import make_sequence, write_otb
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("ACVM_SEQUENCES", raising=False)
+    user = data.user_sequences_dir()
+    assert user == tmp_path / "xdg" / "acvm" / "sequences"
+    write_otb(make_sequence(seed=1, n_frames=5), user / "SYN_one")
+    monkeypatch.setattr(data, "_shared_sequences", lambda: None)      # no ../shared/sequences
+    assert data.sequences_dir() == user
+    assert [p.name for p in data.list_sequences()] == ["SYN_one"]
+    monkeypatch.setenv("ACVM_SEQUENCES", str(tmp_path / "missing"))   # when set, only it counts
+    assert data.sequences_dir() is None
+    with pytest.raises(data.SequenceError, match="acvm data where"):
+        data.course_sequence("OTB_Human7")
+    done = subprocess.run([sys.executable, "-m", "acvm", "data", "where"], capture_output=True, text=True,
+                          env={**__import__("os").environ, "ACVM_SEQUENCES": str(tmp_path / "missing")})
+    assert done.returncode == 1 and "(missing)" in done.stdout and "the user data folder" in done.stdout
