@@ -600,6 +600,14 @@ def _training_data(args):
 
 
 def _cmd_data(args) -> int:
+    if args.data_command == "fetch":
+        from .fetch import FetchError, fetch
+        try:
+            fetch(args.names or None, args.to, args.url)
+        except FetchError as exc:
+            print(f"acvm data fetch: {exc}", file=sys.stderr)
+            return 1
+        return 0
     if args.data_command == "where":
         from .data import list_sequences, sequence_places, sequences_dir
         for what, folder in sequence_places():
@@ -743,6 +751,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--distractor", action="store_true")
     d.set_defaults(fn=_cmd_data)
     d = dsub.add_parser("where", help="where the course's sequences are looked up, and which folder it reads")
+    d.set_defaults(fn=_cmd_data)
+    d = dsub.add_parser("fetch", help="download the course's sequences, check every file's SHA-256, unpack them")
+    d.add_argument("names", nargs="*", help="sequence names (default: all six)")
+    d.add_argument("--to", default=None, help="folder for them (default: the user data folder the course reads)")
+    d.add_argument("--url", default=None, help="where <NAME>.tar.gz archives are published (default $ACVM_DATA_URL)")
     d.set_defaults(fn=_cmd_data)
 
     s = sub.add_parser("vot-tracker", help="run a tracker as a TraX server (what the VOT toolkit starts)")
