@@ -27,7 +27,21 @@ __all__ = ["Model", "MODELS", "ALIASES", "WEIGHTS_DIR", "TRACKERS", "TRAINERS", 
            "available_trackers", "trainer", "weights_file", "train_command", "parse_settings"]
 
 #: where ``acvm train`` writes and the trackers read the shipped weights
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "data" / "weights"
+def _weights_dir() -> Path:
+    """``data/weights`` beside the package in a checkout; the installed ``acvm_data`` package's
+    ``weights`` folder in a wheel or a non-editable install."""
+    checkout = Path(__file__).resolve().parent.parent / "data" / "weights"
+    if checkout.is_dir():
+        return checkout
+    try:
+        import acvm_data
+    except ImportError:
+        return checkout
+    return Path(acvm_data.__file__).resolve().parent / "weights"
+
+
+#: the one place the weights folder is spelled
+WEIGHTS_DIR = _weights_dir()
 
 
 @dataclass(frozen=True)
