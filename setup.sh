@@ -16,9 +16,11 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 # torch first, pinned, so that pip takes the CPU build and nothing pulls a CUDA one
+# ACVM_TORCH_INDEX: a package index for torch alone, e.g. https://download.pytorch.org/whl/cpu on
+# a Linux laptop without a GPU (PyPI's Linux torch is the CUDA build, several GB); unset: pip's own
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-    echo "== installing torch==2.13.0 (CPU build)"
-    .venv/bin/pip install --disable-pip-version-check -q "torch==2.13.0"
+    echo "== installing torch==2.13.0${ACVM_TORCH_INDEX:+ from $ACVM_TORCH_INDEX}"
+    .venv/bin/pip install --disable-pip-version-check -q ${ACVM_TORCH_INDEX:+--index-url "$ACVM_TORCH_INDEX"} "torch==2.13.0"
 fi
 if ! .venv/bin/python -c "import acvm, nbval, playwright, trax, vot, got10k" 2>/dev/null || [ pyproject.toml -nt .venv/.acvm-installed ]; then
     echo "== installing acvm and the course environment (pinned in constraints.txt)"
