@@ -70,25 +70,18 @@ class ATOMSettings:
     learning_rate: float = 0.05         # η: weight of a new sample; older weights decay by (1 − η)
     memory_size: int = 50               # samples the memory holds
     init_min_weight: float = 0.25       # share of the total weight the first-frame samples keep
-    # peak of the response below this: target lost, no update and no move (pytracking's ATOM: 0.25). 0.2 let
-    # a 20-px target's occluder into the memory (synthetic proxy sets, benchmarks/proxy_sets.py: mean AUC
-    # 0.752 -> 0.768, set "small" 0.703 -> 0.780, the others unchanged; 0.3 and 0.35 the same, 0.4 worse)
+    # peak of the response below this: target lost, no update, no move (docs/decisions.md, ATOM)
     target_not_found: float = 0.25
     # data augmentation in the first frame
     aug_shifts: tuple = ((0.5, 0.5), (-0.5, 0.5), (0.5, -0.5), (-0.5, -0.5))  # × target size
     aug_angles: tuple = (10.0, -10.0, 30.0, -30.0)  # rotations in degrees
     aug_blur: tuple = (1.0, 2.0)        # Gaussian blur σ in crop pixels
     aug_flip: bool = True               # add the mirrored crop
-    # scale search of the DCF layer (pytracking's ATOM evaluates it at several scales too)
-    # our CPU-trained IoU-Net prefers boxes ~10% smaller than the target on real video (and thinner
-    # pedestrians' boxes), so its size drifts; a 3-scale search of the DCF layer carries the size and
-    # IoU-Net only nudges it (synthetic seeds 10000-10005: AUC 0.78 against 0.71 without the search)
+    # scale search of the DCF layer: it carries the size, IoU-Net nudges it (docs/decisions.md, ATOM)
     scale_num: int = 3                  # search crops at scale_step^k around the current size
     scale_step: float = 1.04            # ratio between neighbouring scales
     scale_penalty: float = 0.97         # peak multiplier of the scales that change the size
     scale_lr: float = 0.6               # damping: the size moves this far towards the chosen scale
-    # tried for VOT2014_car's 5x growth (issue 5): scale_step 1.06, scale_num 5, scale_penalty 0.985 were within
-    # ±0.01 on synthetic sequences (scaling 0.3 and 0.8) and lost 0.02-0.03 mean AUC on the real six
     # IoU-Net refinement (overlap maximisation)
     use_iounet: bool = True             # refine the box with IoU-Net (else keep the size)
     num_init_random_boxes: int = 9      # random boxes besides the DCF's own
@@ -97,25 +90,17 @@ class ATOMSettings:
     box_refinement_iter: int = 5        # gradient-ascent steps on the predicted IoU
     box_refinement_step_length: float = 1.0  # step length (the gradient is scaled by the box size)
     iounet_k: int = 3                   # average the k best boxes for the final estimate
-    # ATOM takes the refined box as it is; our CPU-trained IoU-Net is less sure, and on synthetic
-    # sequences keeping the DCF's peak and damping the size did better
+    # ATOM takes the refined box as it is; ours keeps the DCF's peak and damps the size (docs/decisions.md)
     refine_position: bool = False       # take the refined box's centre (ATOM: True) or keep the DCF's peak
     size_update_rate: float = 0.1       # new size = old^(1−rate) · refined^rate (ATOM: 1, no damping)
-    # the same for the aspect ratio h/w alone (None: size_update_rate). IoU-Net squashes elongated boxes a
-    # little every frame; a slower aspect update keeps the shape (proxy sets, benchmarks/proxy_sets.py
-    # --set aspect_update_rate=R: mean AUC 0.768 at 0.1 (= size_update_rate), 0.770 at 0.05, 0.774 at
-    # 0.03, 0.761 at 0.01, 0.772 at 0)
+    # the same for the aspect ratio h/w alone (None: size_update_rate; docs/decisions.md)
     aspect_update_rate: float | None = 0.03
     min_predicted_iou: float = 0.0      # keep the old box when IoU-Net's best predicted IoU is below this
-    # first-frame calibration (as SiamRPN's): refine from the known box, divide that size error out of every
-    # later refinement. Off: the first frame's bias does not carry over (the template is cut from the same
-    # frame); synthetic seeds 10000-10005 AUC 0.752 against 0.776 without, real six 0.615 against 0.654
+    # first-frame size calibration as SiamRPN's; off for ATOM (docs/decisions.md)
     calibrate: bool = False             # measure IoU-Net's size bias on the first frame (:meth:`measure_size_bias`)
     calibration_runs: int = 4           # refinements (each from the truth and fresh random boxes) averaged
     max_scale_change: float = 1.1       # clamp the size change per frame to this factor
-    # IoU-Net widens and shortens a pedestrian's box (it was trained on targets within about 1:2); tracking
-    # in frames stretched to 1:2 halves that (synthetic seeds 10000-10005 stretched to pedestrian shapes:
-    # AUC 0.692 -> 0.743; 1.5 gave 0.758 there but lost a cluttered sequence)
+    # elongated targets are tracked in frames stretched to at most this aspect (docs/decisions.md)
     max_aspect: float = 2.0             # track in frames stretched so the first box is at most this elongated
     min_size: float = 5.0               # the box is never smaller than this (pixels)
 
