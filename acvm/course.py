@@ -73,8 +73,7 @@ def nbgrader_version(nb: nbformat.NotebookNode, name: str = "notebook") -> nbfor
             continue
         cell.metadata.pop("nbgrader", None)
         if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-            cell.metadata.pop("execution", None)
+            _clear_outputs(cell)
             if SOLUTION_BEGIN in cell.source:
                 _strip_code(cell.source, f"{name}, cell {i}")     # the markers must balance
                 fn = _DEF.search(cell.source)
@@ -125,12 +124,12 @@ def lecture_plan(root: str | Path = ".") -> list[dict]:
     ``think`` (how many think questions). The lecture guide's table is written from it, and a
     test keeps the two in step.
     """
-    from .slides import LECTURE_TAG, _slide_groups
+    from .slides import LECTURE_TAG, slide_groups
     plan = []
     for src, _ in _pairs(root):
         nb = nbformat.read(src, as_version=4)
         sections, shown, section = [], [], None
-        for group in _slide_groups(nb.cells):
+        for group in slide_groups(nb.cells):
             first = group[0]
             title = first.source.split("\n")[0]
             if first.cell_type == "markdown" and re.match(r"## \d+\. ", title):
@@ -143,6 +142,12 @@ def lecture_plan(root: str | Path = ".") -> list[dict]:
                                    for m in _DEF.findall(c.source)],
                      "think": sum("think" in c.metadata.get("tags", []) for c in nb.cells)})
     return plan
+
+
+def _clear_outputs(cell) -> None:
+    """A code cell as before it ran: no outputs, no execution count or timing."""
+    cell.outputs, cell.execution_count = [], None
+    cell.metadata.pop("execution", None)
 
 
 def is_instructor_cell(cell) -> bool:
@@ -160,9 +165,7 @@ def student_version(nb: nbformat.NotebookNode, name: str = "notebook") -> nbform
         where = f"{name}, cell {i}"
         if cell.cell_type == "code":
             cell.source = _strip_code(cell.source, where)
-            cell.outputs = []
-            cell.execution_count = None
-            cell.metadata.pop("execution", None)
+            _clear_outputs(cell)
         elif cell.cell_type == "markdown":
             cell.source = _strip_markdown(cell.source, where)
         cell.pop("id", None)

@@ -30,7 +30,7 @@ from pathlib import Path
 import nbformat
 
 __all__ = ["export_deck", "deck_notebook", "widget_figures", "render_math", "reveal_dir", "strip_markers",
-           "lecture_notebook", "export_lecture", "LECTURE_TAG", "DECK_SUFFIX"]
+           "lecture_notebook", "export_lecture", "slide_groups", "LECTURE_TAG", "DECK_SUFFIX"]
 
 DECK_SUFFIX = ".slides.html"
 #: the tag on the first cell of a (sub)slide that the 90-minute lecture shows (docs/lecture_guide.md)
@@ -414,7 +414,7 @@ def export_deck(notebook_path: str | Path, out_dir: str | Path, theme: str = "wh
 # the 90-minute lecture: the slides tagged `lecture` of every notebook, in one deck
 # ---------------------------------------------------------------------------------------------
 
-def _slide_groups(cells: list) -> list[list]:
+def slide_groups(cells: list) -> list[list]:
     """Cells grouped by (sub)slide: each group starts at a ``slide`` or ``subslide`` cell."""
     groups: list[list] = []
     for cell in cells:
@@ -434,7 +434,7 @@ def lecture_notebook(notebooks: list[nbformat.NotebookNode]) -> nbformat.Noteboo
     out = nbformat.v4.new_notebook()
     state: dict = {}
     for nb in notebooks:
-        groups = _slide_groups(copy.deepcopy(nb.cells))
+        groups = slide_groups(copy.deepcopy(nb.cells))
         if not groups:
             continue
         title, rest = groups[0], groups[1:]

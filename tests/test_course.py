@@ -211,13 +211,10 @@ def test_expect_passes_within_tolerance_and_names_the_number():
         expect("AUC", float("nan"), 0.69, 0.03)
 
 
-CHECK_LINE = __import__("re").compile(r"^(\w+) = check\((\w+)\b", __import__("re").M)
-
-
 def _check_cells(nb):
     """(index, bound name, student function) of every exercise check cell."""
     return [(i, m.group(1), m.group(2)) for i, c in enumerate(nb.cells) if c.cell_type == "code"
-            for m in CHECK_LINE.finditer(c.source)]
+            for m in course.CHECK_CALL.finditer(c.source)]
 
 
 def test_checks_never_rebind_the_students_function():
